@@ -1,0 +1,1 @@
+"""The `connectome` command line: one entry point, commands registered by each package."""

@@ -1,0 +1,66 @@
+"""`connectome`: the command-line entry point.
+
+Each package contributes its commands through a `commands.py` module with a
+`register(subparsers)` function; this module only wires them together and turns
+ConnectomeError into a one-line message and an exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from volumes.errors import ConnectomeError
+
+# Packages whose commands.py adds subcommands, in the order --help lists them.
+COMMAND_MODULES = [
+    "volumes.commands",
+    "ffn.commands",
+    "synapses.commands",
+    "db.commands",
+    "server.commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="connectome", description="From an EM volume to a proofread wiring diagram.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # that package has no commands yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def add_workspace_argument(parser: argparse.ArgumentParser) -> None:
+    """The --workspace option every project command takes."""
+    parser.add_argument("--workspace", "-w", default=".", help="workspace directory (default: the current directory)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except ConnectomeError as exc:
+        print(f"connectome: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("connectome: interrupted; finished work is kept and the command can be resumed", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unforeseen failure still gets one line; CONNECTOME_DEBUG=1 shows the traceback
+        if os.environ.get("CONNECTOME_DEBUG"):
+            raise
+        print(f"connectome: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The proofreading store: supervoxel graph, edit log, roots over time, connectivity export."""

@@ -1,0 +1,1 @@
+"""Flood-Filling Networks in PyTorch: model, Google checkpoint import, inference, training."""

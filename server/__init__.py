@@ -1,0 +1,1 @@
+"""The Neuroglancer proofreading server: per-user viewers and the HTTP API on one tornado process."""

@@ -1,0 +1,1 @@
+"""Synapse detection, partner assignment, evaluation and Neuroglancer contact spheres."""
