@@ -1,0 +1,220 @@
+"""CLI of the proofreading store: `connectome graph|edit|user|export ...`.
+
+Edits print the new edit id; a refusal prints one line and exits 1, bad input exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cli.main import add_workspace_argument
+from volumes.errors import InputError
+
+# db.store (pandas, networkx, SQLAlchemy) is imported by the handlers only, so that every other
+# `connectome` command starts without paying for it.
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_graph(subparsers)
+    _register_edit(subparsers)
+    _register_user(subparsers)
+    _register_export(subparsers)
+
+
+def _open(args: argparse.Namespace):
+    from db import store as S
+    from volumes.workspace import Workspace
+
+    return S.open_store(Workspace(args.workspace))
+
+
+def _id_list(text: str) -> list[int]:
+    """'12,34' -> [12, 34], or an argparse error naming the bad item."""
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated supervoxel ids, got {text!r}") from None
+
+
+# ---------------------------------------------------------------- graph
+
+def _register_graph(subparsers) -> None:
+    graph = subparsers.add_parser("graph", help="the supervoxel adjacency graph of the proofreading store")
+    actions = graph.add_subparsers(dest="graph_command", metavar="ACTION")
+    actions.required = True
+    build = actions.add_parser("build", help="load supervoxels and their contacts from a segmentation layer")
+    add_workspace_argument(build)
+    build.add_argument("--segmentation", required=True, help="segmentation layer whose labels are the supervoxels")
+    build.add_argument("--boundary", help="optional layer scoring boundaries (higher = membrane), e.g. FFN 1-probability")
+    build.set_defaults(func=_graph_build)
+
+
+def _graph_build(args: argparse.Namespace) -> int:
+    from db import store as S
+    from volumes.io import open_volume
+    from volumes.workspace import Workspace
+
+    workspace = Workspace(args.workspace)
+    workspace.require_layer(args.segmentation)
+    segmentation = open_volume(workspace.layer_url(args.segmentation))
+    boundary = None
+    if args.boundary:
+        workspace.require_layer(args.boundary)
+        boundary_volume = open_volume(workspace.layer_url(args.boundary))
+        if boundary_volume.shape != segmentation.shape:
+            raise InputError(f"layer {args.boundary!r} has shape {boundary_volume.shape}, the segmentation {segmentation.shape}")
+        boundary = boundary_volume.read()
+    with S.open_store(workspace) as store:
+        counts = S.build_graph(store, segmentation.read(), segmentation.resolution_nm, boundary, segmentation.offset_nm)
+        S.add_layer(store, args.segmentation, workspace.layer_url(args.segmentation), "segmentation",
+                    segmentation.resolution_nm)
+    print(f"{counts['supervoxels']} supervoxels, {counts['adjacencies']} adjacencies")
+    return 0
+
+
+# ---------------------------------------------------------------- edit
+
+def _register_edit(subparsers) -> None:
+    edit = subparsers.add_parser("edit", help="merge, split, undo and redo neurons; roots and history")
+    actions = edit.add_subparsers(dest="edit_command", metavar="ACTION")
+    actions.required = True
+
+    merge = actions.add_parser("merge", help="join the neurons of two supervoxels; prints the edit id")
+    merge.add_argument("supervoxel_a", type=int)
+    merge.add_argument("supervoxel_b", type=int)
+    merge.set_defaults(func=_edit_merge)
+
+    split = actions.add_parser("split", help="separate sources from sinks by a minimum cut; prints the edit id")
+    split.add_argument("--sources", type=_id_list, required=True, metavar="SV,...")
+    split.add_argument("--sinks", type=_id_list, required=True, metavar="SV,...")
+    split.add_argument("--preview", action="store_true", help="print the links the cut would remove; change nothing")
+    split.set_defaults(func=_edit_split)
+
+    for name, verb in (("undo", "reverse"), ("redo", "re-apply")):
+        action = actions.add_parser(name, help=f"{verb} an edit by id; prints the new edit id")
+        action.add_argument("edit_id", type=int)
+        action.set_defaults(func=_edit_undo_redo, operation=name)
+
+    for action in (merge, split, *(actions.choices[n] for n in ("undo", "redo"))):
+        add_workspace_argument(action)
+        action.add_argument("--user", required=True, help="the acting user (see 'connectome user add')")
+        action.add_argument("--seen-roots", type=_id_list, metavar="ROOT,...",
+                            help="root ids you based the edit on; refused with a conflict if they changed since")
+
+    roots = actions.add_parser("roots", help="print 'supervoxel root' lines, now or as of an edit or time")
+    add_workspace_argument(roots)
+    roots.add_argument("supervoxels", type=int, nargs="+", metavar="SV_ID")
+    roots.add_argument("--at", help="edit id or ISO time (default: now)")
+    roots.set_defaults(func=_edit_roots)
+
+    history = actions.add_parser("history", help="print the edit log")
+    add_workspace_argument(history)
+    history.add_argument("--user", help="only this user's edits")
+    history.add_argument("--json", action="store_true", help="one JSON array (ids as strings)")
+    history.set_defaults(func=_edit_history)
+
+
+def _edit_merge(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        result = S.merge(store, args.supervoxel_a, args.supervoxel_b, args.user, args.seen_roots)
+    print(result.edit_id)
+    return 0
+
+
+def _edit_split(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        result = S.split(store, args.sources, args.sinks, args.user, preview=args.preview, seen_roots=args.seen_roots)
+    if args.preview:
+        for a, b in result.removed_edges:
+            print(f"cut {a} {b}")
+        for group in result.groups:
+            print("neuron " + " ".join(map(str, group)))
+    else:
+        print(result.edit_id)
+    return 0
+
+
+def _edit_undo_redo(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    action = S.undo if args.operation == "undo" else S.redo
+    with _open(args) as store:
+        result = action(store, args.edit_id, args.user, args.seen_roots)
+    print(result.edit_id)
+    return 0
+
+
+def _edit_roots(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        roots = S.roots_of(store, args.supervoxels, at=args.at)
+    for sv in args.supervoxels:
+        print(f"{sv} {roots[sv]}")
+    return 0
+
+
+def _edit_history(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        records = S.history(store, user=args.user)
+    if args.json:
+        json.dump([record.as_json() for record in records], sys.stdout, indent=1)
+        print()
+        return 0
+    for record in records:
+        target = f" edit {record.parent_id}" if record.parent_id else ""
+        arguments = " ".join(f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"
+                             for key, value in record.arguments.items() if key != "edit")
+        undone = " (undone)" if record.undone else ""
+        print(f"{record.id} {record.time.isoformat(timespec='seconds')} {record.user} {record.operation}{target} "
+              f"{arguments}{undone}".replace("  ", " ").rstrip())
+    return 0
+
+
+# ---------------------------------------------------------------- user
+
+def _register_user(subparsers) -> None:
+    user = subparsers.add_parser("user", help="users of the proofreading store")
+    actions = user.add_subparsers(dest="user_command", metavar="ACTION")
+    actions.required = True
+    add = actions.add_parser("add", help="create a user and print their token (shown once)")
+    add_workspace_argument(add)
+    add.add_argument("name")
+    add.add_argument("--role", required=True, help="admin, proofreader or viewer (read only)")
+    add.set_defaults(func=_user_add)
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        print(S.add_user(store, args.name, args.role))
+    return 0
+
+
+# ---------------------------------------------------------------- export
+
+def _register_export(subparsers) -> None:
+    export = subparsers.add_parser("export", help="write synapse, edge and neuron tables (now or as of an edit)")
+    add_workspace_argument(export)
+    export.add_argument("--format", required=True, help="csv, parquet or neuprint (neuPrint bulk-import CSVs as well)")
+    export.add_argument("--out", required=True, help="directory for synapses.*, edges.*, neurons.*")
+    export.add_argument("--at", help="edit id or ISO time (default: now)")
+    export.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from db.export import export_connectivity
+
+    with _open(args) as store:
+        written = export_connectivity(store, args.out, args.format, args.at)
+    for path in written.values():
+        print(path)
+    return 0

@@ -1,0 +1,171 @@
+"""The store's tables (SQLAlchemy 2 ORM). db/migrations creates exactly these; change both together.
+
+Ids of supervoxels and roots are 64-bit (BigInteger). Per-dataset tables carry dataset_id.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Layer(Base):
+    __tablename__ = "layers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    layer_type: Mapped[str] = mapped_column(String(32))  # "image" or "segmentation"
+    url: Mapped[str] = mapped_column(String(1024))
+    resolution_z_nm: Mapped[float] = mapped_column(Float)
+    resolution_y_nm: Mapped[float] = mapped_column(Float)
+    resolution_x_nm: Mapped[float] = mapped_column(Float)
+    __table_args__ = (Index("ix_layers_dataset_name", "dataset_id", "name", unique=True),)
+
+
+class Supervoxel(Base):
+    """One FFN segment; root_id is its current neuron (materialised, updated by every edit)."""
+
+    __tablename__ = "supervoxels"
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    size_voxels: Mapped[int] = mapped_column(BigInteger)
+    bbox_z0: Mapped[int] = mapped_column(Integer)
+    bbox_y0: Mapped[int] = mapped_column(Integer)
+    bbox_x0: Mapped[int] = mapped_column(Integer)
+    bbox_z1: Mapped[int] = mapped_column(Integer)
+    bbox_y1: Mapped[int] = mapped_column(Integer)
+    bbox_x1: Mapped[int] = mapped_column(Integer)
+    centroid_z_nm: Mapped[float] = mapped_column(Float)
+    centroid_y_nm: Mapped[float] = mapped_column(Float)
+    centroid_x_nm: Mapped[float] = mapped_column(Float)
+    root_id: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (Index("ix_supervoxels_dataset_root", "dataset_id", "root_id"),)
+
+
+class Adjacency(Base):
+    """An edge of the region adjacency graph (sv_a < sv_b): how much two supervoxels touch."""
+
+    __tablename__ = "adjacencies"
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    sv_a: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    sv_b: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    contact_area_nm2: Mapped[float] = mapped_column(Float)
+    boundary_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (Index("ix_adjacencies_dataset_b", "dataset_id", "sv_b"),)
+
+
+class AgglomerationEdge(Base):
+    """A link joining two supervoxels into one neuron, active from added_edit until removed_edit."""
+
+    __tablename__ = "agglomeration_edges"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    sv_a: Mapped[int] = mapped_column(BigInteger)
+    sv_b: Mapped[int] = mapped_column(BigInteger)
+    added_edit: Mapped[int] = mapped_column(Integer)
+    removed_edit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    __table_args__ = (
+        Index("ix_agglomeration_edges_a", "dataset_id", "sv_a"),
+        Index("ix_agglomeration_edges_b", "dataset_id", "sv_b"),
+        Index("ix_agglomeration_edges_added", "added_edit"),
+        Index("ix_agglomeration_edges_removed", "removed_edit"),
+    )
+
+
+class Root(Base):
+    """A neuron version: an immutable supervoxel set, current from created_edit until retired_edit."""
+
+    __tablename__ = "roots"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    created_edit: Mapped[int] = mapped_column(Integer)
+    retired_edit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    __table_args__ = (
+        Index("ix_roots_created", "created_edit"),
+        Index("ix_roots_retired", "retired_edit"),
+    )
+
+
+class RootMember(Base):
+    """Membership of supervoxels in roots, for every root ever: the history used by time travel."""
+
+    __tablename__ = "root_members"
+    root_id: Mapped[int] = mapped_column(ForeignKey("roots.id"), primary_key=True, autoincrement=False)
+    sv_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    __table_args__ = (Index("ix_root_members_dataset_sv", "dataset_id", "sv_id"),)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # admin, proofreader or viewer
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Edit(Base):
+    """One row of the edit log. Never updated or deleted: undo and redo are edits too."""
+
+    __tablename__ = "edits"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    operation: Mapped[str] = mapped_column(String(16))
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSON)
+    affected_roots: Mapped[list[int]] = mapped_column(JSON)
+    resulting_roots: Mapped[list[int]] = mapped_column(JSON)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("edits.id"), nullable=True)
+    __table_args__ = (
+        Index("ix_edits_dataset_time", "dataset_id", "created_at"),
+        Index("ix_edits_dataset_id", "dataset_id", "id"),
+        Index("ix_edits_parent", "parent_id"),
+    )
+
+
+class Synapse(Base):
+    """A synapse: cleft centre, pre/post points (z, y, x in nm) and the supervoxels on each side."""
+
+    __tablename__ = "synapses"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    ctr_z_nm: Mapped[float] = mapped_column(Float)
+    ctr_y_nm: Mapped[float] = mapped_column(Float)
+    ctr_x_nm: Mapped[float] = mapped_column(Float)
+    pre_z_nm: Mapped[float] = mapped_column(Float)
+    pre_y_nm: Mapped[float] = mapped_column(Float)
+    pre_x_nm: Mapped[float] = mapped_column(Float)
+    post_z_nm: Mapped[float] = mapped_column(Float)
+    post_y_nm: Mapped[float] = mapped_column(Float)
+    post_x_nm: Mapped[float] = mapped_column(Float)
+    pre_supervoxel_id: Mapped[int] = mapped_column(BigInteger)
+    post_supervoxel_id: Mapped[int] = mapped_column(BigInteger)
+    score: Mapped[float] = mapped_column(Float)
+    size: Mapped[float] = mapped_column(Float)
+    __table_args__ = (
+        Index("ix_synapses_dataset_pre", "dataset_id", "pre_supervoxel_id"),
+        Index("ix_synapses_dataset_post", "dataset_id", "post_supervoxel_id"),
+    )
+
+
+class Counter(Base):
+    """Portable id sequences ("root_id", "edit_id"): values are handed out once and never reused."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_value: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,92 @@
+"""`connectome graph|edit|user|export` as scripts use them: output lines and exit statuses."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cli.main import main
+from conftest import REPO_ROOT
+from db.testing import grid_labels
+from volumes.precomputed import write_layer
+
+
+@pytest.fixture
+def ws(workspace):
+    """A workspace with a 2x2x2-supervoxel segmentation layer, its graph built and one proofreader."""
+    write_layer(workspace.layer_path("seg"), grid_labels((2, 2, 2)), (40, 8, 8), layer_type="segmentation", progress=False)
+    return str(workspace.root)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_edit_session_from_the_command_line(ws, capsys, tmp_path):
+    assert run(capsys, "graph", "build", "-w", ws, "--segmentation", "seg")[1] == "8 supervoxels, 12 adjacencies\n"
+    code, token, _ = run(capsys, "user", "add", "ana", "-w", ws, "--role", "proofreader")
+    assert code == 0 and len(token.strip()) >= 32
+    assert run(capsys, "edit", "merge", "1", "2", "-w", ws, "--user", "ana") == (0, "1\n", "")
+    assert run(capsys, "edit", "merge", "2", "4", "-w", ws, "--user", "ana") == (0, "2\n", "")
+    code, out, _ = run(capsys, "edit", "split", "--sources", "1", "--sinks", "4", "-w", ws, "--user", "ana", "--preview")
+    # Both links have the same contact area, so either is a minimum cut.
+    assert code == 0 and out.splitlines() in (["cut 2 4", "neuron 1 2", "neuron 4"], ["cut 1 2", "neuron 1", "neuron 2 4"])
+    assert run(capsys, "edit", "split", "--sources", "1", "--sinks", "4", "-w", ws, "--user", "ana")[1] == "3\n"
+    assert run(capsys, "edit", "undo", "3", "-w", ws, "--user", "ana")[1] == "4\n"
+    assert run(capsys, "edit", "redo", "3", "-w", ws, "--user", "ana")[1] == "5\n"
+
+    code, out, _ = run(capsys, "edit", "roots", "1", "2", "4", "-w", ws, "--at", "2")
+    lines = [line.split() for line in out.splitlines()]
+    assert [sv for sv, _ in lines] == ["1", "2", "4"] and len({root for _, root in lines}) == 1
+    code, out, _ = run(capsys, "edit", "roots", "1", "4", "-w", ws)
+    assert len({line.split()[1] for line in out.splitlines()}) == 2
+
+    code, out, _ = run(capsys, "edit", "history", "-w", ws, "--json")
+    history = json.loads(out)
+    assert [e["operation"] for e in history] == ["merge", "merge", "split", "undo", "redo"]
+    assert all(isinstance(root, str) for e in history for root in e["resulting_roots"])
+    code, out, _ = run(capsys, "edit", "history", "-w", ws)
+    assert len(out.splitlines()) == 5 and " ana split " in out
+
+    code, out, _ = run(capsys, "export", "-w", ws, "--format", "csv", "--out", str(tmp_path / "out"), "--at", "2")
+    assert code == 0 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["edges.csv", "neurons.csv", "synapses.csv"]
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["edit", "merge", "1", "2", "--user", "ana"], 1, "already in one neuron"),
+    (["edit", "merge", "1", "99", "--user", "ana"], 2, "unknown supervoxel 99"),
+    (["edit", "merge", "3", "4", "--user", "vic"], 1, "viewer role"),
+    (["edit", "split", "--sources", "1", "--sinks", "1", "--user", "ana"], 2, "both a source and a sink"),
+    (["edit", "split", "--sources", "1", "--sinks", "5", "--user", "ana"], 1, "must be in one neuron"),
+    (["edit", "undo", "7", "--user", "ana"], 2, "no edit 7"),
+    (["edit", "undo", "1", "--user", "ana", "--seen-roots", "5"], 1, "conflict"),
+    (["edit", "roots", "1", "--at", "not-a-time"], 2, "invalid --at"),
+])
+def test_refusals_print_one_line_and_exit_1_or_2(ws, capsys, argv, code, message):
+    run(capsys, "graph", "build", "-w", ws, "--segmentation", "seg")
+    run(capsys, "user", "add", "ana", "-w", ws, "--role", "proofreader")
+    run(capsys, "user", "add", "vic", "-w", ws, "--role", "viewer")
+    run(capsys, "edit", "merge", "1", "2", "-w", ws, "--user", "ana")
+    before = run(capsys, "edit", "history", "-w", ws, "--json")[1]
+    got, out, err = run(capsys, *argv, "-w", ws)
+    assert got == code and out == ""
+    assert err.startswith("connectome: error: ") and message in err and err.count("\n") == 1
+    assert run(capsys, "edit", "history", "-w", ws, "--json")[1] == before
+
+
+def test_installed_entry_point_exit_status(ws):
+    """The real process: bad ids are rejected by argparse with exit 2, and graph build runs."""
+    command = [sys.executable, "-m", "cli.main"]
+    built = subprocess.run(command + ["graph", "build", "-w", ws, "--segmentation", "seg"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    bad = subprocess.run(command + ["edit", "split", "--sources", "1,x", "--sinks", "2", "--user", "a", "-w", ws],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "expected comma-separated supervoxel ids" in bad.stderr
+    again = subprocess.run(command + ["graph", "build", "-w", ws, "--segmentation", "seg"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and again.stderr.strip() == "connectome: error: dataset 'default' already has a supervoxel graph"
