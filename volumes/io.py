@@ -44,8 +44,8 @@ class Volume:
         self.spec = spec
         self.shape: tuple[int, int, int] = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
-        self.resolution_nm: tuple[float, float, float] = tuple(float(r) for r in (resolution_nm or (1.0, 1.0, 1.0)))
-        self.offset_nm: tuple[float, float, float] = tuple(float(o) for o in (offset_nm or (0.0, 0.0, 0.0)))
+        self.resolution_nm: tuple[float, float, float] = tuple(float(r) for r in (resolution_nm if resolution_nm is not None else (1.0, 1.0, 1.0)))
+        self.offset_nm: tuple[float, float, float] = tuple(float(o) for o in (offset_nm if offset_nm is not None else (0.0, 0.0, 0.0)))
         self.has_resolution = resolution_nm is not None
 
     @property

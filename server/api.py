@@ -1,0 +1,307 @@
+"""The HTTP API beside the viewers (documented in server/openapi.json, served at /api/openapi.json).
+
+Every route answers JSON; errors are {"error": "<one line>", "status": <code>}: 400 bad input,
+401 no or unknown token, 403 role too low, 404 unknown id, 409 refused or conflicting edit.
+64-bit ids are written as strings so JavaScript clients keep them exact; either form is accepted.
+Store calls run on the server's worker threads, never on the tornado thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import tornado.web
+
+from db import store
+from server.app import ForbiddenError, NotFoundError
+from server.auth import ROLE_RANK, TOKEN_COOKIE, ApiError, Caller, QuietHttpErrors
+from volumes.errors import InputError, RefusedError
+
+if TYPE_CHECKING:
+    from server.app import ProofreadingServer
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+MAX_ID = 2**63 - 1  # the store keeps ids in signed 64-bit columns
+MAX_SEEDS = 1000
+EXPORT_TABLES = {"synapses": store.synapse_table, "edges": store.edge_table, "neurons": store.neuron_table}
+
+
+def parse_id(value: Any, what: str) -> int:
+    """A positive 64-bit id given as a JSON number or a string of digits."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ApiError(400, f"{what} must be a positive integer id")
+    text = str(value).strip()
+    if not text.isdigit() or not 0 < int(text) <= MAX_ID:
+        raise ApiError(400, f"{what} must be a positive integer id, got {value!r}")
+    return int(text)
+
+
+def parse_id_list(value: Any, what: str) -> list[int]:
+    if not isinstance(value, list) or not value or len(value) > MAX_SEEDS:
+        raise ApiError(400, f"{what} must be a list of 1 to {MAX_SEEDS} ids")
+    return [parse_id(item, what) for item in value]
+
+
+def parse_at(value: str | None) -> int | str | None:
+    """`at`: an edit id (digits) or an ISO-8601 time; the store validates the time."""
+    if value is None or value == "":
+        return None
+    return int(value) if value.isdigit() else value
+
+
+def edit_result_json(result: store.EditResult, target_edit_id: int | None = None) -> dict:
+    data = asdict(result)
+    body = {
+        "edit_id": result.edit_id,
+        "operation": result.operation,
+        "affected_roots": [str(root) for root in result.affected_roots],
+        "resulting_roots": [str(root) for root in result.resulting_roots],
+        "added_edges": [[str(a), str(b)] for a, b in data["added_edges"]],
+        "removed_edges": [[str(a), str(b)] for a, b in data["removed_edges"]],
+        "groups": [[str(supervoxel) for supervoxel in group] for group in data["groups"]],
+    }
+    if target_edit_id is not None:
+        body["target_edit_id"] = target_edit_id
+    return body
+
+
+class ApiHandler(QuietHttpErrors, tornado.web.RequestHandler):
+    """JSON in, JSON out, store work on worker threads, store errors mapped to HTTP codes."""
+
+    def initialize(self, server: "ProofreadingServer"):
+        self.server = server
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "message", None) or getattr(exc, "log_message", None) or self._reason
+        self.set_header("Content-Type", "application/json")
+        self.clear_header("Content-Disposition")
+        self.finish(json.dumps({"error": str(message), "status": status_code}))
+
+    async def caller(self, role: str = "viewer") -> Caller:
+        return await self.server.auth.require(self, role)
+
+    async def call(self, function: Callable, *args, **kwargs) -> Any:
+        """Run a blocking store call on a worker thread and translate its errors."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.server.executor, functools.partial(function, *args, **kwargs))
+        except ForbiddenError as exc:
+            raise ApiError(403, str(exc)) from None
+        except NotFoundError as exc:
+            raise ApiError(404, str(exc)) from None
+        except InputError as exc:
+            raise ApiError(400, str(exc)) from None
+        except RefusedError as exc:
+            raise ApiError(409, str(exc)) from None
+
+    def json_body(self) -> dict:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "the request body must be JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        return body
+
+    def send(self, data: Any) -> None:
+        self.finish(json.dumps(data))
+
+
+class OpenApiHandler(ApiHandler):
+    def get(self) -> None:
+        self.finish(OPENAPI_PATH.read_bytes())
+
+
+class MeHandler(ApiHandler):
+    async def get(self) -> None:
+        caller = await self.caller()
+        user_viewer = self.server.viewer_for(caller)
+        self.send({"name": caller.name, "role": caller.role, "viewer_url": self.server.url + user_viewer.path})
+
+
+class RootsHandler(ApiHandler):
+    async def get(self) -> None:
+        await self.caller()
+        text = self.get_query_argument("supervoxels", "")
+        supervoxels = parse_id_list([part for part in text.split(",") if part] or None, "supervoxels")
+        at = parse_at(self.get_query_argument("at", None))
+        roots = await self.call(self.server.known_roots, supervoxels, at=at)
+        edit_id = await self.call(store.resolve_at, self.server.store, at)
+        self.send({"edit_id": edit_id, "roots": {str(supervoxel): str(root) for supervoxel, root in roots.items()}})
+
+
+class MergeHandler(ApiHandler):
+    async def post(self) -> None:
+        caller = await self.caller("proofreader")
+        body = self.json_body()
+        supervoxels = parse_id_list(body.get("supervoxels"), "supervoxels")
+        if len(supervoxels) != 2:
+            raise ApiError(400, "supervoxels must hold exactly two ids")
+        seen_roots = parse_id_list(body["seen_roots"], "seen_roots") if body.get("seen_roots") is not None else None
+        result = await self.call(self.server.edit_merge, caller, supervoxels[0], supervoxels[1], seen_roots=seen_roots)
+        self.send(edit_result_json(result))
+
+
+class SplitHandler(ApiHandler):
+    async def post(self) -> None:
+        caller = await self.caller("proofreader")
+        body = self.json_body()
+        sources = parse_id_list(body.get("sources"), "sources")
+        sinks = parse_id_list(body.get("sinks"), "sinks")
+        preview = body.get("preview", False)
+        if not isinstance(preview, bool):
+            raise ApiError(400, "preview must be true or false")
+        seen_roots = parse_id_list(body["seen_roots"], "seen_roots") if body.get("seen_roots") is not None else None
+        result = await self.call(self.server.edit_split, caller, sources, sinks, preview=preview, seen_roots=seen_roots)
+        self.send(edit_result_json(result))
+
+
+class UndoRedoHandler(ApiHandler):
+    def initialize(self, server: "ProofreadingServer", operation: str):
+        super().initialize(server)
+        self.operation = operation
+
+    async def post(self) -> None:
+        caller = await self.caller("proofreader")
+        body = self.json_body()
+        edit_id = parse_id(body["edit_id"], "edit_id") if body.get("edit_id") is not None else None
+        target, result = await self.call(self.server.edit_undo_or_redo, caller, self.operation, edit_id)
+        self.send(edit_result_json(result, target_edit_id=target))
+
+
+class HistoryHandler(ApiHandler):
+    async def get(self) -> None:
+        await self.caller()
+        user = self.get_query_argument("user", None) or None
+        since_edit = self._integer_argument("since_edit", 0, minimum=0)
+        limit = self._integer_argument("limit", 1000, minimum=1)
+        if user is not None:
+            await self.call(self._known_user, user)
+        records = await self.call(store.history, self.server.store, user=user, since_edit=since_edit, limit=limit)
+        self.send({"edits": [record.as_json() for record in records]})
+
+    def _known_user(self, name: str) -> None:
+        try:
+            store.get_user(self.server.store, name)
+        except InputError as exc:
+            raise NotFoundError(str(exc)) from None
+
+    def _integer_argument(self, name: str, default: int, minimum: int) -> int:
+        text = self.get_query_argument(name, None)
+        if text is None or text == "":
+            return default
+        if not text.isdigit() or int(text) < minimum or int(text) > MAX_ID:
+            raise ApiError(400, f"{name} must be an integer >= {minimum}")
+        return int(text)
+
+
+class NeuronSynapsesHandler(ApiHandler):
+    async def get(self, root: str) -> None:
+        await self.caller()
+        root_id = parse_id(root, "root id")
+        at = parse_at(self.get_query_argument("at", None))
+        table = await self.call(self._synapses, root_id, at)
+        rows = json.loads(table.to_json(orient="records"))
+        for row in rows:
+            for key, value in row.items():
+                if key.endswith("_id") and value is not None:
+                    row[key] = str(value)
+        self.send({"root": str(root_id), "synapses": rows})
+
+    def _synapses(self, root: int, at):
+        try:
+            store.supervoxels_of(self.server.store, root)
+        except InputError as exc:
+            raise NotFoundError(str(exc)) from None
+        return store.synapses_of_root(self.server.store, root, at=at)
+
+
+class ExportHandler(ApiHandler):
+    async def get(self, table_name: str) -> None:
+        await self.caller()
+        if table_name not in EXPORT_TABLES:
+            raise ApiError(404, f"no table {table_name!r}; tables: {', '.join(EXPORT_TABLES)}")
+        file_format = self.get_query_argument("format", "csv")
+        if file_format not in ("csv", "parquet"):
+            raise ApiError(400, "format must be csv or parquet")
+        at = parse_at(self.get_query_argument("at", None))
+        table = await self.call(EXPORT_TABLES[table_name], self.server.store, at=at)
+        buffer = io.BytesIO()
+        if file_format == "csv":
+            table.to_csv(buffer, index=False)
+            self.set_header("Content-Type", "text/csv")
+        else:
+            table.to_parquet(buffer, index=False)
+            self.set_header("Content-Type", "application/vnd.apache.parquet")
+        self.set_header("Content-Disposition", f'attachment; filename="{table_name}.{file_format}"')
+        self.finish(buffer.getvalue())
+
+
+class UsersHandler(ApiHandler):
+    async def post(self) -> None:
+        await self.caller("admin")
+        body = self.json_body()
+        name, role = body.get("name"), body.get("role")
+        if not isinstance(name, str) or not name.strip() or len(name) > 128:
+            raise ApiError(400, "name must be a non-empty string of at most 128 characters")
+        if not isinstance(role, str) or role not in ROLE_RANK:
+            raise ApiError(400, f"role must be one of {', '.join(ROLE_RANK)}")
+        token = await self.call(store.add_user, self.server.store, name.strip(), role)
+        self.set_status(201)
+        self.send({"name": name.strip(), "role": role, "token": token, "login_path": f"/login?token={token}"})
+
+
+class LoginHandler(ApiHandler):
+    """`/login?token=T`: remember the token in a cookie and open the user's own viewer."""
+
+    async def get(self) -> None:
+        token = self.get_query_argument("token", "")
+        caller = await asyncio.get_running_loop().run_in_executor(self.server.executor, self.server.auth.caller_for_token, token) if token else None
+        if caller is None:
+            raise ApiError(401, "unknown or missing token; ask an admin for your login link")
+        user_viewer = self.server.viewer_for(caller)
+        self.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/")
+        self.redirect(user_viewer.path)
+
+
+class IndexHandler(ApiHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html")
+        self.finish("<!doctype html><title>connectome</title><p>connectome proofreading server. "
+                    "Open your login link (<code>/login?token=...</code>) to get your viewer; "
+                    "the API is described at <a href='/api/openapi.json'>/api/openapi.json</a>.</p>")
+
+
+def api_routes(server: "ProofreadingServer") -> list[tuple]:
+    routes = [
+        (r"/", IndexHandler, {}),
+        (r"/login", LoginHandler, {}),
+        (r"/api/openapi\.json", OpenApiHandler, {}),
+        (r"/api/me", MeHandler, {}),
+        (r"/api/roots", RootsHandler, {}),
+        (r"/api/edits/merge", MergeHandler, {}),
+        (r"/api/edits/split", SplitHandler, {}),
+        (r"/api/edits/undo", UndoRedoHandler, {"operation": "undo"}),
+        (r"/api/edits/redo", UndoRedoHandler, {"operation": "redo"}),
+        (r"/api/history", HistoryHandler, {}),
+        (r"/api/neurons/([^/]+)/synapses", NeuronSynapsesHandler, {}),
+        (r"/api/export/([^/]+)", ExportHandler, {}),
+        (r"/api/users", UsersHandler, {}),
+        (r"/api/.*", NotFoundHandler, {}),
+    ]
+    return [(pattern, handler, dict(server=server, **extra)) for pattern, handler, extra in routes]
+
+
+class NotFoundHandler(ApiHandler):
+    def prepare(self) -> None:
+        raise ApiError(404, f"no API route {self.request.path}")

@@ -1,0 +1,342 @@
+"""The proofreading server: Neuroglancer's own tornado server, one viewer per user, our API and data routes.
+
+    /login?token=T        sets the user's cookie, redirects to their viewer /v/<viewer-id>/
+    /v/<viewer-id>/...    Neuroglancer (bundled client; only its owner's cookie opens it)
+    /data/<layer>/...     the workspace's precomputed layers (read-only, confined to W/layers)
+    /api/...              the HTTP API, documented at /api/openapi.json
+
+The store is the source of truth. A background thread polls its latest edit id and, when it
+changes (an edit here, through the API, or by another process), rebuilds the agglomeration and
+pushes it to every open viewer as the segmentation layer's equivalences.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import neuroglancer
+import neuroglancer.server as ng_server
+import tornado.web
+
+from db import store
+from server.auth import ApiError, Authenticator, Caller, QuietHttpErrors
+from server.viewers import EDITS_STATUS_KEY, MAX_SYNAPSES_SHOWN, POST_SYNAPSE_LAYER, PRE_SYNAPSE_LAYER, SYNAPSE_RADIUS_NM, UserViewer
+from volumes.errors import InputError, RefusedError
+from volumes.workspace import Workspace
+
+POLL_INTERVAL_S = 0.1
+STORE_THREADS = 8
+UNDO_SEARCH_DEPTH = 1000
+
+
+class ForbiddenError(RefusedError):
+    """The caller's role does not allow this (HTTP 403)."""
+
+
+class NotFoundError(InputError):
+    """A well-formed id that names nothing (HTTP 404)."""
+
+
+@dataclass(frozen=True)
+class ServedLayers:
+    image: str
+    segmentation: str
+
+
+def choose_layers(workspace: Workspace, image: str | None = None, segmentation: str | None = None) -> ServedLayers:
+    """The image and segmentation layers to show: the named ones, else 'image'/'segmentation', else the first of each type."""
+    by_type: dict[str, list[str]] = {}
+    for name in workspace.layer_names():
+        layer_type = json.loads((workspace.layer_path(name) / "info").read_text()).get("type")
+        by_type.setdefault(layer_type, []).append(name)
+
+    def pick(requested: str | None, layer_type: str) -> str:
+        if requested:
+            workspace.require_layer(requested)
+            return requested
+        candidates = by_type.get(layer_type, [])
+        if not candidates:
+            raise InputError(f"workspace {workspace.root} has no {layer_type} layer; import one with 'connectome import'")
+        return layer_type if layer_type in candidates else candidates[0]
+
+    return ServedLayers(image=pick(image, "image"), segmentation=pick(segmentation, "segmentation"))
+
+
+class ProofreadingServer:
+    """Owns the Neuroglancer server of this process; create one, `close()` it when done."""
+
+    def __init__(self, workspace: Workspace, host: str = "127.0.0.1", port: int = 8080,
+                 image_layer: str | None = None, segmentation_layer: str | None = None):
+        from server.api import api_routes  # api.py imports this module's error types
+        from server.data_files import DATA_ROUTE, LayerFileHandler
+
+        self.workspace = workspace
+        self.layers = choose_layers(workspace, image_layer, segmentation_layer)
+        self.store = store.open_store(workspace)
+        self.executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="connectome-store")
+        self.auth = Authenticator(self.store, self.executor)
+        self._viewers: dict[str, UserViewer] = {}  # by user name
+        self._viewers_lock = threading.Lock()
+        self._agglomeration_lock = threading.Lock()
+        self.edit_id: int | None = None  # the latest edit pushed to the viewers
+        self._groups: list[list[int]] = []
+        self._groups_edit_id: int | None = None
+        self._wake = threading.Event()  # set after an edit here, so the push does not wait for the next poll
+        self._synapse_layers: list | None = None
+
+        if ng_server.is_server_running():
+            raise RefusedError("a Neuroglancer server already runs in this process")
+        neuroglancer.set_server_bind_address(host, port)
+        try:
+            ng_server.start()
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
+        self._ng = ng_server.global_server
+        self.port = self._ng.port
+        self.url = self._ng.server_url  # for 0.0.0.0, this machine's name, so other machines can fetch the layers
+        router = self._ng.app.wildcard_router
+        router.add_rules(api_routes(self) + [(DATA_ROUTE, LayerFileHandler, dict(layers_dir=self.workspace.layers_dir, authorize=self.auth.require))])
+        router.rules[0:0] = [router.process_rule(tornado.web.url(*rule)) for rule in _viewer_guard_rules(self)]
+
+        self.push_agglomeration()
+        self._stopping = threading.Event()
+        self._poller = threading.Thread(target=self._poll_store, name="connectome-store-poll", daemon=True)
+        self._poller.start()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._poller.join(timeout=5)
+        ng_server.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+
+    def __enter__(self) -> "ProofreadingServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ viewers
+
+    def layer_source(self, layer: str) -> str:
+        return f"precomputed://{self.url}/data/{layer}"
+
+    def image_geometry(self) -> tuple[list[float], list[int], list[int]]:
+        """Voxel size (nm), size and voxel offset of the image layer, x, y, z as Neuroglancer orders them."""
+        info = json.loads((self.workspace.layer_path(self.layers.image) / "info").read_text())
+        scale = info["scales"][0]
+        return [float(r) for r in scale["resolution"]], [int(s) for s in scale["size"]], [int(o) for o in scale.get("voxel_offset", [0, 0, 0])]
+
+    def viewer_for(self, caller: Caller) -> UserViewer:
+        """The caller's viewer, created on first use and showing the current agglomeration."""
+        with self._viewers_lock:
+            user_viewer = self._viewers.get(caller.name)
+            if user_viewer is None:
+                user_viewer = UserViewer(self, caller)
+                self._viewers[caller.name] = user_viewer
+                created = True
+            else:
+                created = False
+        if created:
+            self.refresh_viewer(user_viewer)
+        return user_viewer
+
+    def refresh_viewer(self, user_viewer: UserViewer) -> None:
+        """Show one viewer the agglomeration as of the latest pushed edit (e.g. after a split preview ends)."""
+        with self._agglomeration_lock:
+            edit_id = self.edit_id
+            groups = self._groups_at(edit_id)
+        user_viewer.show_agglomeration(groups, edit_id)
+
+    def viewer_owner(self, viewer_id: str) -> str | None:
+        with self._viewers_lock:
+            for name, user_viewer in self._viewers.items():
+                if user_viewer.viewer_id == viewer_id:
+                    return name
+        return None
+
+    def open_viewers(self) -> list[UserViewer]:
+        with self._viewers_lock:
+            return list(self._viewers.values())
+
+    def synapse_annotations(self) -> list[tuple[str, str, list]]:
+        """(layer name, colour, ellipsoids) for pre- and post-synaptic sites; empty without synapses."""
+        if self._synapse_layers is None:
+            self._synapse_layers = _synapse_ellipsoids(store.synapse_table(self.store), self.image_geometry()[0])
+        return self._synapse_layers
+
+    # ------------------------------------------------------------------ agglomeration
+
+    def push_agglomeration(self) -> None:
+        """Send the store's agglomeration to every open viewer if an edit happened since the last push."""
+        with self._agglomeration_lock:
+            latest = store.latest_edit_id(self.store)
+            previous = self.edit_id
+            if latest == previous:
+                return
+            self.edit_id = latest
+            viewers = self.open_viewers()
+            if not viewers:
+                return  # the groups are computed when a viewer opens
+            groups = self._groups_at(latest)
+        for user_viewer in viewers:
+            user_viewer.show_agglomeration(groups, latest)
+        if previous is not None:
+            message = self._describe_edits(previous)
+            for user_viewer in viewers:
+                user_viewer.set_status(message, key=EDITS_STATUS_KEY)
+
+    def _groups_at(self, edit_id: int) -> list[list[int]]:
+        """Equivalence groups as of an edit, cached for the latest one (call with the agglomeration lock held)."""
+        if self._groups_edit_id != edit_id:
+            self._groups = store.equivalence_groups(self.store, at=edit_id)
+            self._groups_edit_id = edit_id
+        return self._groups
+
+    def _describe_edits(self, after_edit_id: int) -> str:
+        records = store.history(self.store, since_edit=after_edit_id)
+        if not records:
+            return "the agglomeration changed"
+        last = records[-1]
+        what = {"merge": "merged", "split": "split"}.get(last.operation, f"{last.operation} of edit {last.parent_id}")
+        roots = ", ".join(str(root) for root in last.resulting_roots) or "none"
+        more = f" ({len(records) - 1} more before it)" if len(records) > 1 else ""
+        return f"edit {last.id} by {last.user}: {what}, now neuron(s) {roots}{more}"
+
+    def _poll_store(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(POLL_INTERVAL_S)
+            self._wake.clear()
+            try:
+                self.push_agglomeration()
+            except Exception as exc:  # a database hiccup must not stop live updates for good
+                print(f"connectome serve: store poll failed: {type(exc).__name__}: {exc}", flush=True)
+                time.sleep(1.0)
+
+    # ------------------------------------------------------------------ edits (blocking; call on worker threads)
+
+    def require_role(self, caller: Caller, role: str) -> None:
+        if not caller.may(role):
+            raise ForbiddenError(f"{caller.name} is a {caller.role}; this needs the {role} role")
+
+    def known_roots(self, supervoxels: list[int], at=None) -> dict[int, int]:
+        """roots_of, with an unknown supervoxel reported as NotFoundError."""
+        try:
+            return store.roots_of(self.store, supervoxels, at=at)
+        except InputError as exc:
+            raise NotFoundError(str(exc)) from None
+
+    def _edit(self, supervoxels: list[int], seen_edit_id: int | None, seen_roots: list[int] | None, apply):
+        """Run apply(seen_roots); a viewer's edit is judged against the roots as of the edit it showed.
+
+        Bad input is re-checked for unknown supervoxels, reported as NotFoundError (HTTP 404).
+        """
+        if seen_roots is None and seen_edit_id is not None:
+            seen_roots = sorted(set(self.known_roots(supervoxels, at=seen_edit_id).values()))
+        try:
+            result = apply(seen_roots)
+        except InputError:
+            self.known_roots(supervoxels)
+            raise
+        self._wake.set()
+        return result
+
+    def edit_merge(self, caller: Caller, supervoxel_a: int, supervoxel_b: int, seen_roots: list[int] | None = None,
+                   seen_edit_id: int | None = None) -> store.EditResult:
+        """Merge; conflicts are judged against `seen_roots`, or the roots as of the edit the viewer showed."""
+        self.require_role(caller, "proofreader")
+        return self._edit([supervoxel_a, supervoxel_b], seen_edit_id, seen_roots,
+                          lambda seen: store.merge(self.store, supervoxel_a, supervoxel_b, user=caller.name, seen_roots=seen))
+
+    def edit_split(self, caller: Caller, sources: list[int], sinks: list[int], preview: bool = False,
+                   seen_roots: list[int] | None = None, seen_edit_id: int | None = None) -> store.EditResult:
+        self.require_role(caller, "proofreader")
+        return self._edit(sources + sinks, seen_edit_id, seen_roots,
+                          lambda seen: store.split(self.store, sources=sources, sinks=sinks, user=caller.name, preview=preview, seen_roots=seen))
+
+    def edit_undo_or_redo(self, caller: Caller, operation: str, edit_id: int | None = None) -> tuple[int, store.EditResult]:
+        """Undo or redo `edit_id`, or the latest edit the caller may undo / redo; returns (target edit, result)."""
+        self.require_role(caller, "proofreader")
+        if edit_id is None:
+            latest = store.latest_edit_id(self.store)
+            target = _latest_target(store.history(self.store, since_edit=max(0, latest - UNDO_SEARCH_DEPTH)), operation, caller)
+        else:
+            found = store.history(self.store, since_edit=edit_id - 1, limit=1)
+            if not found or found[0].id != edit_id:
+                raise NotFoundError(f"there is no edit {edit_id}")
+            target = found[0]
+        if target.operation not in ("merge", "split"):
+            raise InputError(f"edit {target.id} is an {target.operation}; only merges and splits can be undone or redone")
+        if caller.role != "admin" and target.user != caller.name:
+            raise ForbiddenError(f"edit {target.id} is {target.user}'s; a {caller.role} may {operation} only their own edits")
+        apply = store.undo if operation == "undo" else store.redo
+        result = apply(self.store, target.id, user=caller.name)
+        self._wake.set()
+        return target.id, result
+
+
+def _latest_target(records: list, operation: str, caller: Caller):
+    """The merge/split to undo (latest one in effect) or redo (latest one undone) that the caller may touch."""
+    by_id = {record.id: record for record in records}
+    wanted_undone = operation == "redo"
+    for record in reversed(records):
+        original = record if record.operation in ("merge", "split") else by_id.get(record.parent_id)
+        if original is None or original.undone != wanted_undone:
+            continue
+        if caller.role == "admin" or original.user == caller.name:
+            return original
+    raise RefusedError(f"there is no edit for {caller.name} to {operation}")
+
+
+def _synapse_ellipsoids(table, resolution_xyz: list[float]) -> list[tuple[str, str, list]]:
+    """Ellipsoids in image voxel units (the viewer's own coordinates), so no unit conversion is left to the client."""
+    if table is None or len(table) == 0:
+        return []
+    rows = list(table.head(MAX_SYNAPSES_SHOWN).itertuples(index=False))
+    layers = []
+    for name, color, column in ((PRE_SYNAPSE_LAYER, "#ff4040", "pre_pt_position"), (POST_SYNAPSE_LAYER, "#40a0ff", "post_pt_position")):
+        ellipsoids = [
+            neuroglancer.EllipsoidAnnotation(
+                id=f"{name}-{row.id}",
+                center=[float(v) / r for v, r in zip(reversed(list(getattr(row, column))), resolution_xyz)],  # z, y, x nm -> x, y, z voxels
+                radii=[SYNAPSE_RADIUS_NM / r for r in resolution_xyz],
+                segments=[[int(row.pre_pt_supervoxel_id)], [int(row.post_pt_supervoxel_id)]],
+            )
+            for row in rows
+        ]
+        layers.append((name, color, ellipsoids))
+    return layers
+
+
+def _viewer_guard_rules(server: ProofreadingServer) -> list[tuple]:
+    """Neuroglancer's per-viewer routes, each opened only by the viewer's owner (cookie or bearer token)."""
+    guarded = [
+        (ng_server.STATIC_PATH_REGEX, ng_server.StaticPathHandler),
+        (ng_server.ACTION_PATH_REGEX, ng_server.ActionHandler),
+        (ng_server.EVENTS_PATH_REGEX, ng_server.EventStreamHandler),
+        (ng_server.SET_STATE_PATH_REGEX, ng_server.SetStateHandler),
+        (ng_server.CREDENTIALS_PATH_REGEX, ng_server.CredentialsHandler),
+        (ng_server.VOLUME_INFO_RESPONSE_PATH_REGEX, ng_server.VolumeInfoResponseHandler),
+        (ng_server.VOLUME_CHUNK_RESPONSE_PATH_REGEX, ng_server.VolumeChunkResponseHandler),
+    ]
+    return [(regex, _owner_only(handler, server), dict(server=server._ng)) for regex, handler in guarded]
+
+
+def _owner_only(handler_class: type, server: ProofreadingServer) -> type:
+    class OwnerOnly(QuietHttpErrors, handler_class):
+        async def prepare(self):
+            owner = server.viewer_owner(self.path_kwargs.get("viewer_token", ""))
+            if owner is None:
+                raise tornado.web.HTTPError(404)
+            caller = await server.auth.authenticate(self)
+            if caller is None:
+                raise ApiError(401, "open your login link /login?token=... first")
+            if caller.name != owner:
+                raise ApiError(403, "this viewer belongs to another user")
+
+    OwnerOnly.__name__ = f"OwnerOnly{handler_class.__name__}"
+    return OwnerOnly

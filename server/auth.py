@@ -1,0 +1,98 @@
+"""Who is calling: a user token from the `Authorization: Bearer` header or the login cookie, and their role.
+
+The login link `/login?token=T` stores T in an HttpOnly, SameSite=Strict cookie and redirects to
+the user's viewer, so the secret token never appears in a viewer URL or the browser history
+after the first request. Roles rank viewer < proofreader < admin: viewers read, proofreaders
+edit, admins also manage users.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import tornado.web
+
+from db import store
+from volumes.errors import ConnectomeError
+
+TOKEN_COOKIE = "connectome_token"
+ROLE_RANK = {"viewer": 0, "proofreader": 1, "admin": 2}
+TOKEN_CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated user: plain values, safe to pass between threads."""
+
+    name: str
+    role: str
+
+    def may(self, role: str) -> bool:
+        return ROLE_RANK.get(self.role, -1) >= ROLE_RANK[role]
+
+
+class ApiError(tornado.web.HTTPError):
+    """An HTTP error with a one-line message that the API sends as JSON."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status, log_message=message.replace("%", "%%"))
+        self.message = message
+
+
+class QuietHttpErrors:
+    """Mixin for handlers: an HTTPError is an answer to the client, not a server problem worth a log line."""
+
+    def log_exception(self, typ, value, tb) -> None:
+        if not isinstance(value, tornado.web.HTTPError):
+            super().log_exception(typ, value, tb)
+
+
+def request_token(handler: tornado.web.RequestHandler) -> str | None:
+    header = handler.request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[len("Bearer "):].strip() or None
+    return handler.get_cookie(TOKEN_COOKIE) or None
+
+
+class Authenticator:
+    """Token → Caller lookups against the store, cached briefly so every request is not a query."""
+
+    def __init__(self, proofreading_store: store.Store, executor: Executor):
+        self.store = proofreading_store
+        self.executor = executor
+        self._cache: dict[str, tuple[Caller, float]] = {}
+        self._lock = threading.Lock()
+
+    def caller_for_token(self, token: str) -> Caller | None:
+        """Blocking lookup (runs on a worker thread); None for an unknown token."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(token)
+        if cached and cached[1] > now:
+            return cached[0]
+        try:
+            user = store.user_for_token(self.store, token)
+        except ConnectomeError:
+            return None
+        caller = Caller(name=user.name, role=user.role)
+        with self._lock:
+            self._cache[token] = (caller, now + TOKEN_CACHE_SECONDS)
+        return caller
+
+    async def authenticate(self, handler: tornado.web.RequestHandler) -> Caller | None:
+        token = request_token(handler)
+        if token is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.caller_for_token, token)
+
+    async def require(self, handler: tornado.web.RequestHandler, role: str) -> Caller:
+        """The caller, or HTTP 401 (no or unknown token) / 403 (role too low)."""
+        caller = await self.authenticate(handler)
+        if caller is None:
+            raise ApiError(401, "a valid user token is required (Authorization: Bearer <token>, or open your login link)")
+        if not caller.may(role):
+            raise ApiError(403, f"this needs the {role} role; {caller.name} is a {caller.role}")
+        return caller

@@ -1,0 +1,86 @@
+"""`connectome serve`, `connectome mesh` and `connectome demo`."""
+from __future__ import annotations
+
+import argparse
+import threading
+
+from cli.main import add_workspace_argument
+from volumes.workspace import Workspace
+
+
+def register(subparsers) -> None:
+    serve = subparsers.add_parser(
+        "serve", help="host Neuroglancer viewers (one per user) and the proofreading HTTP API",
+        description="Serve a workspace: each user opens /login?token=THEIR_TOKEN and gets their own viewer; "
+                    "edits show in every open viewer within a second. The API is described at /api/openapi.json.")
+    add_workspace_argument(serve)
+    add_server_arguments(serve)
+    serve.set_defaults(func=run_serve)
+
+    mesh = subparsers.add_parser("mesh", help="mesh every supervoxel of a segmentation layer (Neuroglancer legacy meshes)")
+    add_workspace_argument(mesh)
+    mesh.add_argument("--segmentation", default="segmentation", help="segmentation layer name (default: segmentation)")
+    mesh.add_argument("--overwrite", action="store_true", help="re-mesh even if meshes exist")
+    mesh.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mesh.set_defaults(func=run_mesh)
+
+    demo = subparsers.add_parser(
+        "demo", help="build a demo workspace end to end (import, FFN, meshes, graph, synapses, users) and serve it",
+        description="With --data DIR (the published FIB-25 files) the demo segments a 64^3 box of the FIB-25 cube "
+                    "with Google's FFN checkpoint; without it, a synthetic volume. Finished steps are reused.")
+    demo.add_argument("--data", help="directory with fib25-training2/ and ffn-fib25-google/ as published")
+    demo.add_argument("--workspace", "-w", default="./demo-workspace", help="workspace to build (default ./demo-workspace)")
+    demo.add_argument("--bbox", help="z0,y0,x0,z1,y1,x1 box to segment (default for FIB-25: 93,93,93,157,157,157)")
+    demo.add_argument("--no-serve", action="store_true", help="build the workspace and stop")
+    add_server_arguments(demo)
+    demo.set_defaults(func=run_demo)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (default from connectome.toml: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, help="port (default from connectome.toml: 8080; 0 picks a free one)")
+    parser.add_argument("--image", help="image layer to show (default: 'image' or the first image layer)")
+    parser.add_argument("--segmentation-layer", dest="segmentation_layer", help="segmentation layer to show and edit")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    workspace = Workspace(args.workspace)
+    serve_until_interrupted(workspace, args, logins={})
+    return 0
+
+
+def serve_until_interrupted(workspace: Workspace, args: argparse.Namespace, logins: dict[str, str]) -> None:
+    from server.app import ProofreadingServer
+
+    host = args.host or workspace.server_host
+    port = workspace.server_port if args.port is None else args.port
+    with ProofreadingServer(workspace, host=host, port=port, image_layer=args.image,
+                            segmentation_layer=args.segmentation_layer) as server:
+        print(f"connectome serve: {workspace.root} at {server.url}/ (image '{server.layers.image}', "
+              f"segmentation '{server.layers.segmentation}')", flush=True)
+        for name, token in logins.items():
+            print(f"  open as {name}: {server.url}/login?token={token}", flush=True)
+        if not logins:
+            print("  each user opens <url>/login?token=THEIR_TOKEN (tokens come from 'connectome user add')", flush=True)
+        print("  API: " + server.url + "/api/openapi.json ; press Ctrl+C to stop", flush=True)
+        threading.Event().wait()
+
+
+def run_mesh(args: argparse.Namespace) -> int:
+    from volumes.meshing import mesh_segmentation
+
+    workspace = Workspace(args.workspace)
+    count = mesh_segmentation(workspace, args.segmentation, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"meshes of {count} supervoxels in layer '{args.segmentation}'")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from server.demo import build_demo, demo_logins
+
+    workspace = build_demo(args.workspace, data_dir=args.data, bbox=args.bbox)
+    if args.no_serve:
+        print(f"connectome demo: workspace ready at {workspace.root}; serve it with 'connectome serve -w {workspace.root}'")
+        return 0
+    serve_until_interrupted(workspace, args, logins=demo_logins(workspace))
+    return 0

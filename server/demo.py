@@ -1,0 +1,209 @@
+"""`connectome demo`: build a workspace end to end and serve it.
+
+Steps, each skipped when its output already exists (so a re-run resumes):
+
+    1. image        the EM volume as a precomputed layer
+    2. model        the FFN model (Google's FIB-25 checkpoint converted, or the shipped synthetic one)
+    3. segment      our FFN segmentation of a bounded box (a whole-cube run takes hours on a CPU)
+    4. proofread    the layer to proofread: for FIB-25, Google's published FFN segmentation of the
+                    whole cube (same checkpoint; our box result stays as layer 'ffn'), else our result
+    5. mesh         one mesh per supervoxel (merged neurons render as the union)
+    6. graph        supervoxels and their adjacency graph in the store
+    7. synapses     detection where a model matched to the data exists, else skipped with advice
+    8. users        an admin and a proofreader, their login links kept in W/demo-logins.json
+
+Data: --data DIR laid out as the published files (fib25-training2/, ffn-fib25-google/), else a
+synthetic volume from `connectome synth`. Every step calls the owning package's command.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from volumes.errors import InputError, RefusedError
+from volumes.workspace import Workspace
+
+FIB25_IMAGE = "fib25-training2/fib25_training2.h5:volumes/raw"
+FIB25_CHECKPOINT = "ffn-fib25-google/models/fib25/model.ckpt-27465036"
+FIB25_OPTIONS = "ffn-fib25-google/configs/inference_training_sample2.pbtxt"
+FIB25_PUBLISHED_SEGMENTATION = "ffn-fib25-google/results/fib25/sample-training2.npz"
+DEFAULT_FIB25_BBOX = "93,93,93,157,157,157"  # 64^3 in the middle: a few minutes of FFN on 2 cores
+SYNTHETIC_SHAPE = "96,96,96"
+SHIPPED_SYNTHETIC_MODEL = Path(__file__).resolve().parent.parent / "ffn" / "models" / "synthetic.pt"
+LOGINS_FILE = "demo-logins.json"
+GRAPH_MARKER = ".demo-graph-built"
+DEMO_USERS = (("admin", "admin"), ("ana", "proofreader"))
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Where the demo's inputs come from."""
+
+    image_spec: str
+    checkpoint: Path | None  # a Google TF checkpoint prefix to convert, or None
+    options: Path | None
+    bbox: str | None
+    published_segmentation: str | None  # a volume spec of a published whole-volume segmentation to proofread
+    description: str
+
+
+def plan_demo(data_dir: str | None, workspace: Workspace, bbox: str | None) -> DemoPlan:
+    """FIB-25 from --data when given, else a synthetic volume (written into the workspace)."""
+    if data_dir:
+        root = Path(data_dir).resolve()
+        for relative in (FIB25_IMAGE.split(":")[0], FIB25_CHECKPOINT + ".index", FIB25_OPTIONS, FIB25_PUBLISHED_SEGMENTATION):
+            if not (root / relative).is_file():
+                raise InputError(f"--data {data_dir}: {relative} is missing (expected the published FIB-25 layout)")
+        return DemoPlan(image_spec=str(root / FIB25_IMAGE), checkpoint=root / FIB25_CHECKPOINT,
+                        options=root / FIB25_OPTIONS, bbox=bbox or DEFAULT_FIB25_BBOX,
+                        published_segmentation=f"{root / FIB25_PUBLISHED_SEGMENTATION}:segmentation",
+                        description=f"FIB-25 cube from {root} with Google's FFN checkpoint")
+    synthetic = workspace.root / "synthetic.h5"
+    return DemoPlan(image_spec=f"{synthetic}:volumes/raw", checkpoint=None, options=None,
+                    bbox=bbox, published_segmentation=None,
+                    description="a synthetic volume from 'connectome synth' (no --data given; works offline)")
+
+
+def run_command(argv: list[str]) -> None:
+    """Run a `connectome` subcommand in this process; its errors propagate as they are."""
+    from cli.main import build_parser
+
+    args = build_parser().parse_args(argv)
+    code = args.func(args)
+    if code:
+        raise RefusedError(f"'connectome {' '.join(argv)}' failed with exit status {code}")
+
+
+def step(number: int, total: int, title: str, done: bool, action: Callable[[], str | None]) -> None:
+    """Print one step's header, run it unless done, and say how it ended and how long it took."""
+    print(f"[{number}/{total}] {title}", flush=True)
+    if done:
+        print("      already done, reusing it", flush=True)
+        return
+    started = time.time()
+    message = action()
+    print(f"      {message or 'done'} ({time.time() - started:.0f} s)", flush=True)
+
+
+def build_demo(workspace_dir: str, data_dir: str | None = None, bbox: str | None = None) -> Workspace:
+    """Run steps 1-8; returns the workspace, ready to serve."""
+    workspace = Workspace.init(workspace_dir)
+    plan = plan_demo(data_dir, workspace, bbox)
+    print(f"connectome demo: {plan.description}; workspace {workspace.root}", flush=True)
+    w = ["--workspace", str(workspace.root)]
+    model_path = workspace.root / "models" / "ffn.pt"
+    ffn_layer = "ffn" if plan.published_segmentation else "segmentation"
+    total = 8
+
+    def make_image() -> str:
+        if plan.checkpoint is None and not Path(plan.image_spec.split(":")[0]).is_file():
+            run_command(["synth", plan.image_spec.split(":")[0], "--shape", SYNTHETIC_SHAPE, "--seed", "1"])
+        run_command(["import", plan.image_spec, "--name", "image", *w])
+        return "imported as layer 'image'"
+
+    def make_model() -> str:
+        model_path.parent.mkdir(exist_ok=True)
+        if plan.checkpoint is not None:
+            run_command(["ffn", "import-tf", str(plan.checkpoint), "--out", str(model_path), "--config", str(plan.options)])
+            return f"converted Google's checkpoint to {model_path}"
+        if not SHIPPED_SYNTHETIC_MODEL.is_file():
+            return f"no FFN model ships at {SHIPPED_SYNTHETIC_MODEL}; the synthetic ground-truth labels will stand in"
+        model_path.write_bytes(SHIPPED_SYNTHETIC_MODEL.read_bytes())
+        return "using the small FFN model shipped for synthetic data"
+
+    def segment() -> str:
+        if not model_path.is_file():
+            labels = plan.image_spec.split(":")[0] + ":volumes/labels/neuron_ids"
+            run_command(["import", labels, "--labels", "--name", "segmentation", *w])
+            return "imported the synthetic volume's own labels as 'segmentation' (NOT an FFN result: no model)"
+        argv = ["ffn", "segment", *w, "--image", "image", "--model", str(model_path), "--out", ffn_layer]
+        if plan.options is not None:
+            argv += ["--options", str(plan.options)]
+        if plan.bbox:
+            argv += ["--bbox", plan.bbox]
+        run_command(argv)
+        return f"FFN segmentation written as layer '{ffn_layer}'" + (f" (box {plan.bbox})" if plan.bbox else "")
+
+    def proofreading_layer() -> str:
+        run_command(["import", plan.published_segmentation, "--labels", "--name", "segmentation",
+                     "--resolution", ",".join(str(v) for v in open_image_resolution(workspace)), *w])
+        return (f"proofreading Google's published FFN segmentation of the whole cube (layer 'segmentation'); "
+                f"our own FFN run on the box is layer '{ffn_layer}' (serve it with --segmentation-layer {ffn_layer})")
+
+    def mesh() -> str:
+        from volumes.meshing import mesh_segmentation
+
+        count = mesh_segmentation(workspace, "segmentation")
+        return f"meshed {count} supervoxels"
+
+    def graph() -> str:
+        return build_graph(workspace, "segmentation")
+
+    def users() -> str:
+        create_demo_users(workspace)
+        return f"login links in {workspace.root / LOGINS_FILE}"
+
+    from volumes.meshing import mesh_is_complete
+
+    step(1, total, "import the EM image", workspace.has_layer("image"), make_image)
+    step(2, total, "FFN model", model_path.is_file() or workspace.has_layer(ffn_layer), make_model)
+    step(3, total, "FFN segmentation", workspace.has_layer(ffn_layer), segment)
+    if plan.published_segmentation:
+        step(4, total, "segmentation to proofread", workspace.has_layer("segmentation"), proofreading_layer)
+    else:
+        step(4, total, "segmentation to proofread", False, lambda: "the FFN result, layer 'segmentation'")
+    step(5, total, "meshes", mesh_is_complete(workspace.layer_path("segmentation")), mesh)
+    step(6, total, "adjacency graph", graph_is_built(workspace), graph)
+    step(7, total, "synapse detection", False, lambda: detect_synapses(workspace, plan))
+    step(8, total, "users", (workspace.root / LOGINS_FILE).is_file(), users)
+    return workspace
+
+
+def open_image_resolution(workspace: Workspace) -> tuple[float, float, float]:
+    """The image layer's voxel size (z, y, x nm), for label files that do not record one."""
+    from volumes.io import open_volume
+
+    return open_volume(workspace.layer_url("image")).resolution_nm
+
+
+def graph_is_built(workspace: Workspace) -> bool:
+    return (workspace.root / GRAPH_MARKER).is_file()
+
+
+def build_graph(workspace: Workspace, layer: str) -> str:
+    """Load the segmentation's supervoxels and adjacency graph into the store (once; a marker records it)."""
+    run_command(["graph", "build", "--workspace", str(workspace.root), "--segmentation", layer])
+    (workspace.root / GRAPH_MARKER).write_text(layer)
+    return f"graph of layer '{layer}' in the store"
+
+
+def detect_synapses(workspace: Workspace, plan: DemoPlan) -> str:
+    """Synapse detection needs a model trained for this modality and voxel size; none ships for FIB-25."""
+    return ("skipped: no synapse model matched to this data's modality and voxel size ships with connectome; "
+            "train one on annotated data of the same kind with 'connectome synapses train', then run "
+            f"'connectome synapses detect -w {workspace.root} --image image --segmentation segmentation --model MODEL.pt'")
+
+
+def create_demo_users(workspace: Workspace) -> dict[str, str]:
+    """Create the demo users once and keep their tokens (shown once by the store) in a private file."""
+    from db import store
+
+    logins: dict[str, str] = {}
+    with store.open_store(workspace) as proofreading_store:
+        for name, role in DEMO_USERS:
+            logins[name] = store.add_user(proofreading_store, name, role)
+    path = workspace.root / LOGINS_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(logins, indent=1))
+    os.chmod(temporary, 0o600)
+    temporary.replace(path)
+    return logins
+
+
+def demo_logins(workspace: Workspace) -> dict[str, str]:
+    path = workspace.root / LOGINS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,386 @@
+"""The proofreading server's HTTP API, auth, live agglomeration push and file confinement, on a FIB-25 crop.
+
+One server per module (Neuroglancer allows one per process), on 127.0.0.1 and a free port.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+
+CROP = (slice(61, 189),) * 3  # a 128^3 box from the middle of the 250^3 FIB-25 cube
+RESOLUTION_NM = (10.0, 10.0, 10.0)
+
+
+def build_fib25_workspace(root: Path, fib25_h5: Path, mesh: bool = False):
+    """A workspace with the FIB-25 crop's image, its NeuroProof supervoxels as 'segmentation', the graph,
+    two synapses and four users; returns (workspace, tokens by user name, supervoxel ids largest first)."""
+    from db import store
+    from volumes.precomputed import write_layer
+    from volumes.workspace import Workspace
+
+    workspace = Workspace.init(root)
+    with h5py.File(fib25_h5, "r") as f:
+        image = f["volumes/raw"][CROP]
+        labels = f["volumes/labels/neuroproof_oversegmentation"][CROP]
+    write_layer(workspace.layer_path("image"), image, RESOLUTION_NM, "image", progress=False)
+    write_layer(workspace.layer_path("segmentation"), labels, RESOLUTION_NM, "segmentation", progress=False)
+    if mesh:
+        from volumes.meshing import mesh_segmentation
+
+        mesh_segmentation(workspace, "segmentation", progress=False)
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    largest = [int(i) for i in ids[np.argsort(-counts)]]
+    tokens = {}
+    with store.open_store(workspace) as proofreading_store:
+        store.add_layer(proofreading_store, "segmentation", workspace.layer_url("segmentation"), "segmentation", RESOLUTION_NM)
+        store.build_graph(proofreading_store, labels, RESOLUTION_NM)
+        for name, role in (("ana", "proofreader"), ("ben", "proofreader"), ("boss", "admin"), ("vic", "viewer")):
+            tokens[name] = store.add_user(proofreading_store, name, role)
+        synapses = []
+        for pre, post in ((largest[0], largest[1]), (largest[2], largest[0])):
+            position_nm = (np.argwhere(labels == pre).mean(axis=0) * RESOLUTION_NM).tolist()
+            synapses.append({"position_nm": position_nm, "pre_supervoxel_id": pre, "post_supervoxel_id": post})
+        store.add_synapses(proofreading_store, synapses)
+    return workspace, tokens, largest
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, fib25_h5):
+    from server.app import ProofreadingServer
+
+    workspace, tokens, supervoxels = build_fib25_workspace(tmp_path_factory.mktemp("api") / "ws", fib25_h5)
+    server = ProofreadingServer(workspace, port=0)  # default host: 127.0.0.1
+    yield server, tokens, supervoxels
+    server.close()
+
+
+def auth(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def roots(server, token: str, *supervoxels: int) -> list[str]:
+    answer = requests.get(f"{server.url}/api/roots", params={"supervoxels": ",".join(map(str, supervoxels))}, headers=auth(token))
+    assert answer.status_code == 200, answer.text
+    return [answer.json()["roots"][str(sv)] for sv in supervoxels]
+
+
+def raw_get(server, path: str, cookie: str | None = None) -> tuple[int, bytes]:
+    """GET a path exactly as written (no client-side normalisation of '..' or %-escapes)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", path, headers={"Cookie": f"connectome_token={cookie}"} if cookie else {})
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    return response.status, body
+
+
+def test_binds_localhost_by_default(served):
+    server, _, _ = served
+    addresses = {sock.getsockname()[0] for sock in server._ng.http_server._sockets.values()}
+    assert addresses == {"127.0.0.1"}
+
+
+def test_openapi_documents_every_api_route(served):
+    from server.api import api_routes
+
+    server, _, _ = served
+    document = requests.get(f"{server.url}/api/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    documented = {path.split("{")[0].rstrip("/") for path in document["paths"]}
+    for pattern, *_ in api_routes(server):
+        route = pattern.replace("\\", "").split("(")[0].rstrip("/")
+        if route.startswith("/api/") and route not in ("/api/openapi.json", "/api/.*"):
+            assert route in documented, f"{pattern} is not in openapi.json"
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/api/me"), ("GET", "/api/roots?supervoxels=1"), ("POST", "/api/edits/merge"), ("POST", "/api/edits/split"),
+    ("POST", "/api/edits/undo"), ("POST", "/api/edits/redo"), ("GET", "/api/history"),
+    ("GET", "/api/neurons/1/synapses"), ("GET", "/api/export/synapses"), ("POST", "/api/users"), ("GET", "/data/image/info"),
+])
+def test_every_route_needs_a_valid_token(served, method, path):
+    server, _, _ = served
+    for headers in ({}, auth("not-a-token"), {"Cookie": "connectome_token=not-a-token"}):
+        answer = requests.request(method, server.url + path, headers=headers, json={})
+        assert answer.status_code == 401, (path, headers, answer.text)
+        if path.startswith("/api/"):
+            assert "token" in answer.json()["error"]
+
+
+def test_roles_are_enforced(served):
+    server, tokens, supervoxels = served
+    a, b = supervoxels[10], supervoxels[11]
+    for path, body in (("merge", {"supervoxels": [a, b]}), ("split", {"sources": [a], "sinks": [b]}), ("undo", {}), ("redo", {})):
+        answer = requests.post(f"{server.url}/api/edits/{path}", json=body, headers=auth(tokens["vic"]))
+        assert answer.status_code == 403, answer.text
+    answer = requests.post(f"{server.url}/api/users", json={"name": "eve", "role": "admin"}, headers=auth(tokens["ana"]))
+    assert answer.status_code == 403
+    assert requests.get(f"{server.url}/api/me", headers=auth(tokens["vic"])).json()["role"] == "viewer"
+
+
+def test_roots_validates_input_and_unknown_ids(served):
+    server, tokens, supervoxels = served
+    answer = requests.get(f"{server.url}/api/roots", params={"supervoxels": f"{supervoxels[0]},{supervoxels[1]}"}, headers=auth(tokens["vic"]))
+    assert answer.status_code == 200
+    body = answer.json()
+    assert set(body["roots"]) == {str(supervoxels[0]), str(supervoxels[1])} and body["roots"][str(supervoxels[0])] != body["roots"][str(supervoxels[1])]
+    for bad in ("", "abc", "1,-2", "0", str(2**64)):
+        assert requests.get(f"{server.url}/api/roots", params={"supervoxels": bad}, headers=auth(tokens["vic"])).status_code == 400, bad
+    unknown = requests.get(f"{server.url}/api/roots", params={"supervoxels": "987654321"}, headers=auth(tokens["vic"]))
+    assert unknown.status_code == 404 and "987654321" in unknown.json()["error"]
+
+
+def test_merge_split_and_conflicts(served):
+    server, tokens, supervoxels = served
+    a, b, c = supervoxels[3:6]
+    url = f"{server.url}/api/edits"
+    seen = roots(server, tokens["ana"], a, b)
+    merged = requests.post(f"{url}/merge", json={"supervoxels": [a, str(b)], "seen_roots": seen}, headers=auth(tokens["ana"]))
+    assert merged.status_code == 200, merged.text
+    assert sorted(merged.json()["affected_roots"]) == sorted(seen)
+    assert roots(server, tokens["ana"], a)[0] == roots(server, tokens["ana"], b)[0] == merged.json()["resulting_roots"][0]
+    again = requests.post(f"{url}/merge", json={"supervoxels": [a, b]}, headers=auth(tokens["ana"]))
+    assert again.status_code == 409
+    stale = requests.post(f"{url}/merge", json={"supervoxels": [a, c], "seen_roots": seen + roots(server, tokens["ana"], c)}, headers=auth(tokens["ben"]))
+    assert stale.status_code == 409 and "conflict" in stale.json()["error"]
+    assert requests.post(f"{url}/merge", json={"supervoxels": [b, c]}, headers=auth(tokens["ana"])).status_code == 200
+
+    preview = requests.post(f"{url}/split", json={"sources": [a], "sinks": [c], "preview": True}, headers=auth(tokens["ana"]))
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["edit_id"] is None and len(preview.json()["groups"]) == 2
+    assert len(set(roots(server, tokens["ana"], a, b, c))) == 1, "a preview must not change the store"
+    split = requests.post(f"{url}/split", json={"sources": [a], "sinks": [c]}, headers=auth(tokens["ana"]))
+    assert split.status_code == 200, split.text
+    root_a, _, root_c = roots(server, tokens["ana"], a, b, c)
+    assert root_a != root_c and sorted(split.json()["resulting_roots"]) == sorted({root_a, root_c} | set(roots(server, tokens["ana"], b)))
+
+    for body in ({"sources": [a], "sinks": [supervoxels[40]]}, {"sources": [], "sinks": [c]}, {"sources": [a]}, {"sources": "a", "sinks": [c]}):
+        assert requests.post(f"{url}/split", json=body, headers=auth(tokens["ana"])).status_code in (400, 409), body
+    for body in ({"supervoxels": [a]}, {"supervoxels": [a, -1]}, {"supervoxels": [a, True]}, {}):
+        assert requests.post(f"{url}/merge", json=body, headers=auth(tokens["ana"])).status_code == 400, body
+    assert requests.post(f"{url}/merge", data=b"{not json", headers=auth(tokens["ana"])).status_code == 400
+    assert requests.post(f"{url}/merge", json={"supervoxels": [a, 987654321]}, headers=auth(tokens["ana"])).status_code == 404
+
+
+def test_undo_redo_permissions_and_history(served):
+    server, tokens, supervoxels = served
+    a, b = supervoxels[20], supervoxels[21]
+    url = f"{server.url}/api/edits"
+    merged = requests.post(f"{url}/merge", json={"supervoxels": [a, b]}, headers=auth(tokens["ana"])).json()
+    others = requests.post(f"{url}/undo", json={"edit_id": merged["edit_id"]}, headers=auth(tokens["ben"]))
+    assert others.status_code == 403 and "ana" in others.json()["error"]
+    undone = requests.post(f"{url}/undo", json={"edit_id": merged["edit_id"]}, headers=auth(tokens["boss"]))
+    assert undone.status_code == 200 and undone.json()["target_edit_id"] == merged["edit_id"]
+    assert roots(server, tokens["ana"], a) != roots(server, tokens["ana"], b)
+    assert requests.post(f"{url}/undo", json={"edit_id": merged["edit_id"]}, headers=auth(tokens["boss"])).status_code == 409
+    assert requests.post(f"{url}/undo", json={"edit_id": undone.json()["edit_id"]}, headers=auth(tokens["boss"])).status_code == 400
+    assert requests.post(f"{url}/undo", json={"edit_id": 99999}, headers=auth(tokens["boss"])).status_code == 404
+    redone = requests.post(f"{url}/redo", headers=auth(tokens["ana"]))  # no id: ana's latest undone edit
+    assert redone.status_code == 200 and redone.json()["target_edit_id"] == merged["edit_id"]
+    assert roots(server, tokens["ana"], a) == roots(server, tokens["ana"], b)
+
+    log = requests.get(f"{server.url}/api/history", params={"since_edit": merged["edit_id"] - 1}, headers=auth(tokens["vic"])).json()["edits"]
+    assert [(e["operation"], e["user"]) for e in log[:3]] == [("merge", "ana"), ("undo", "boss"), ("redo", "ana")]
+    only_boss = requests.get(f"{server.url}/api/history", params={"user": "boss"}, headers=auth(tokens["vic"])).json()["edits"]
+    assert only_boss and {e["user"] for e in only_boss} == {"boss"}
+    assert requests.get(f"{server.url}/api/history", params={"user": "nobody"}, headers=auth(tokens["vic"])).status_code == 404
+    assert requests.get(f"{server.url}/api/history", params={"limit": "-1"}, headers=auth(tokens["vic"])).status_code == 400
+
+
+def test_synapses_of_a_neuron_and_exports(served):
+    import io
+
+    server, tokens, supervoxels = served
+    root = roots(server, tokens["vic"], supervoxels[0])[0]
+    answer = requests.get(f"{server.url}/api/neurons/{root}/synapses", headers=auth(tokens["vic"]))
+    assert answer.status_code == 200, answer.text
+    synapses = answer.json()["synapses"]
+    assert len(synapses) == 2  # supervoxel 0 is pre in one synapse and post in the other
+    assert {s["pre_pt_supervoxel_id"] for s in synapses} == {str(supervoxels[0]), str(supervoxels[2])}
+    assert requests.get(f"{server.url}/api/neurons/987654321/synapses", headers=auth(tokens["vic"])).status_code == 404
+    assert requests.get(f"{server.url}/api/neurons/abc/synapses", headers=auth(tokens["vic"])).status_code == 400
+
+    csv = requests.get(f"{server.url}/api/export/synapses", headers=auth(tokens["vic"]))
+    assert csv.status_code == 200 and "attachment" in csv.headers["Content-Disposition"]
+    assert len(pd.read_csv(io.StringIO(csv.text))) == 2
+    parquet = requests.get(f"{server.url}/api/export/neurons", params={"format": "parquet"}, headers=auth(tokens["vic"]))
+    assert parquet.status_code == 200 and len(pd.read_parquet(io.BytesIO(parquet.content))) > 100
+    assert requests.get(f"{server.url}/api/export/passwords", headers=auth(tokens["vic"])).status_code == 404
+    assert requests.get(f"{server.url}/api/export/edges", params={"format": "xls"}, headers=auth(tokens["vic"])).status_code == 400
+
+
+def test_admin_adds_users_who_log_in_to_their_own_viewer(served):
+    server, tokens, _ = served
+    created = requests.post(f"{server.url}/api/users", json={"name": "zoe", "role": "proofreader"}, headers=auth(tokens["boss"]))
+    assert created.status_code == 201, created.text
+    assert requests.post(f"{server.url}/api/users", json={"name": "zoe", "role": "viewer"}, headers=auth(tokens["boss"])).status_code == 409
+    assert requests.post(f"{server.url}/api/users", json={"name": "x y", "role": "viewer"}, headers=auth(tokens["boss"])).status_code == 400
+    assert requests.post(f"{server.url}/api/users", json={"name": "yan", "role": "god"}, headers=auth(tokens["boss"])).status_code == 400
+
+    zoe = requests.Session()
+    login = zoe.get(server.url + created.json()["login_path"], allow_redirects=False)
+    assert login.status_code == 302 and login.headers["Location"].startswith("/v/")
+    viewer_path = login.headers["Location"]
+    assert created.json()["token"] not in viewer_path, "the secret token must not appear in the viewer URL"
+    assert "httponly" in login.headers["Set-Cookie"].lower()
+    assert zoe.get(server.url + viewer_path).status_code == 200
+    assert requests.get(server.url + viewer_path).status_code == 401
+    assert requests.get(server.url + viewer_path, headers=auth(tokens["ana"])).status_code == 403
+    action = requests.post(f"{server.url}/action{viewer_path[2:-1]}", json={"action": "undo", "state": {}})
+    assert action.status_code == 401, "no write through a viewer without its owner's token"
+    assert requests.get(f"{server.url}/login", params={"token": "wrong"}).status_code == 401
+
+
+def test_edits_reach_every_open_viewer_within_a_second(served):
+    from db import store
+    from server.auth import Caller
+    from server.viewers import SEGMENTATION_LAYER
+
+    server, tokens, supervoxels = served
+    viewer_a = server.viewer_for(Caller("ana", "proofreader"))
+    viewer_b = server.viewer_for(Caller("ben", "proofreader"))
+    a, b, c = supervoxels[30:33]
+
+    def wait_until_together(user_viewer, x: int, y: int) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < 5:
+            groups = user_viewer.viewer.state.layers[SEGMENTATION_LAYER].equivalences.to_json()
+            if any(x in group and y in group for group in groups):
+                return time.monotonic() - started
+            time.sleep(0.01)
+        raise AssertionError(f"{x} and {y} never shown merged")
+
+    requests.post(f"{server.url}/api/edits/merge", json={"supervoxels": [a, b]}, headers=auth(tokens["ana"])).raise_for_status()
+    assert wait_until_together(viewer_b, a, b) < 1.0
+    with store.open_store(server.workspace) as other_process_store:  # an edit that bypasses this server
+        store.merge(other_process_store, b, c, user="ben")
+    assert wait_until_together(viewer_a, b, c) < 1.0
+    assert wait_until_together(viewer_b, a, c) < 1.0
+
+
+def test_viewer_actions_merge_split_with_preview_and_undo(served):
+    """The key bindings' actions, dispatched as Neuroglancer dispatches them (no browser needed)."""
+    from db import store
+    from server.auth import Caller
+    from server.viewers import SEGMENTATION_LAYER, STATUS_KEY
+
+    server, tokens, supervoxels = served
+    user_viewer = server.viewer_for(Caller("ben", "proofreader"))
+    a, b, c = supervoxels[50:53]
+
+    def status() -> str:
+        return user_viewer.viewer.config_state.state.status_messages.get(STATUS_KEY, "")
+
+    def until(condition, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}; status: {status()}"
+            time.sleep(0.02)
+
+    def shows_latest_edit() -> bool:  # edits are judged against what the viewer showed, so let it catch up
+        return user_viewer.shown_edit_id == store.latest_edit_id(server.store)
+
+    def under_mouse(supervoxel: int) -> dict:
+        return {"selectedValues": {SEGMENTATION_LAYER: {"value": str(supervoxel)}}}
+
+    for first, second in ((a, b), (b, c)):
+        with user_viewer.viewer.txn() as state:
+            state.layers[SEGMENTATION_LAYER].segments = [first, second]
+        until(lambda: sorted(user_viewer.last_selected(2)) == sorted([first, second]), "selection tracked")
+        user_viewer.viewer.actions.invoke("merge-selected", {})
+        until(lambda: len(set(roots(server, tokens["ben"], first, second))) == 1, "merge")
+        until(shows_latest_edit, "the viewer to show the merge")
+    until(lambda: "merged" in status(), "merge status")
+
+    user_viewer.viewer.actions.invoke("split-source", under_mouse(a))
+    user_viewer.viewer.actions.invoke("split-sink", under_mouse(c))
+    assert (user_viewer.split_sources, user_viewer.split_sinks) == ([a], [c])
+    user_viewer.viewer.actions.invoke("split-preview", {})
+    until(lambda: "split preview:" in status(), "split preview")
+    shown = user_viewer.viewer.state.layers[SEGMENTATION_LAYER].equivalences.to_json()
+    assert not any(a in group and c in group for group in shown), "the preview shows the pieces apart"
+    assert len(set(roots(server, tokens["ben"], a, b, c))) == 1, "a preview changes nothing in the store"
+    user_viewer.viewer.actions.invoke("split-run", {})
+    until(lambda: len(set(roots(server, tokens["ben"], a, c))) == 2, "split")
+    until(shows_latest_edit, "the viewer to show the split")
+    assert user_viewer.preview_groups is None and not user_viewer.split_sources
+
+    user_viewer.viewer.actions.invoke("undo", {})  # ben's latest edit: the split
+    until(lambda: len(set(roots(server, tokens["ben"], a, b, c))) == 1, "undo of the split")
+    until(lambda: "undo of edit" in status(), "undo status")
+    user_viewer.viewer.actions.invoke("split-run", {})  # no marks left: refused with a reason
+    until(lambda: "mark at least one split source" in status(), "refusal")
+
+
+DATA_ESCAPES = [
+    "/data/image/../../connectome.toml",
+    "/data/image/..%2F..%2Fconnectome.toml",
+    "/data/image/%2e%2e/%2e%2e/connectome.toml",
+    "/data/image/%2E%2E%2F%2E%2E%2Fconnectome.toml",
+    "/data/%2e%2e/connectome.toml",
+    "/data/..%2F..%2F/connectome.toml",
+    "/data/image/%252e%252e/%252e%252e/connectome.toml",
+    "/data/image//etc/passwd",
+    "/data/image/%2Fetc%2Fpasswd",
+    "/data/image/....//....//connectome.toml",
+    "/data/image/leak",
+    "/data/image/leak/../info",
+    "/api/..%2F..%2Fconnectome.toml",
+    "/v/{viewer}/..%2F..%2F..%2Fconnectome.toml",
+    "/v/{viewer}/%2e%2e/%2e%2e/connectome.toml",
+]
+
+
+def test_no_route_reads_outside_the_workspace_layers(served):
+    server, tokens, _ = served
+    layer_dir = server.workspace.layer_path("image")
+    leak = layer_dir / "leak"
+    if not leak.exists():
+        os.symlink(server.workspace.root / "connectome.toml", leak)  # a link inside a layer, pointing out of it
+    login = requests.get(f"{server.url}/login", params={"token": tokens["ana"]}, allow_redirects=False)
+    viewer_id = login.headers["Location"].split("/")[2]
+    secret_text = (server.workspace.root / "connectome.toml").read_bytes()
+    status, body = raw_get(server, "/data/image/info", cookie=tokens["ana"])
+    assert status == 200 and json.loads(body)["type"] == "image"
+    for path in DATA_ESCAPES:
+        status, body = raw_get(server, path.format(viewer=viewer_id), cookie=tokens["ana"])
+        assert status in (400, 403, 404), (path, status)
+        assert secret_text not in body and b"root:" not in body, path
+
+
+def test_chunks_are_served_gzip_encoded_with_cors(served, fib25_h5):
+    server, tokens, _ = served
+    info = requests.get(f"{server.url}/data/image/info", headers=auth(tokens["vic"])).json()
+    scale = info["scales"][0]
+    x, y, z = scale["chunk_sizes"][0]
+    answer = requests.get(f"{server.url}/data/image/{scale['key']}/0-{x}_0-{y}_0-{z}", headers=auth(tokens["vic"]))
+    assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == "*"
+    assert answer.headers["Content-Encoding"] == "gzip"
+    chunk = np.frombuffer(answer.content, dtype=np.uint8).reshape(z, y, x)  # requests undid the gzip encoding
+    with h5py.File(fib25_h5, "r") as f:
+        expected = f["volumes/raw"][CROP][:z, :y, :x]
+    np.testing.assert_array_equal(chunk, expected)
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error(served, tmp_path):
+    server, tokens, _ = served
+    command = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{server.url}/api/openapi.json",
+               "-H", f"Authorization: Bearer {tokens['boss']}", "--checks", "not_a_server_error",
+               "--max-examples", "25", "--workers", "1", "--seed", "7", "--no-color", "--generation-database", "none"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    tail = result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, tail
+    assert "Server error" not in result.stdout and "generated" in result.stdout, tail
