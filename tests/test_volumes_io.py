@@ -126,3 +126,18 @@ def test_box_outside_volume_is_refused(sample, tmp_path):
     np.save(tmp_path / "v.npy", sample)
     with pytest.raises(InputError, match="outside the volume"):
         open_volume(tmp_path / "v.npy").read(Box((0, 0, 0), (8, 1, 1)))
+
+
+def test_one_bit_sections_read_as_black_and_white(tmp_path):
+    """Mask stacks mix 1-bit and 8-bit PNGs; 1-bit sections read as 0/255 like PIL's own conversion."""
+    from PIL import Image
+
+    mask = np.zeros((6, 6), bool)
+    mask[2:4, 1:5] = True
+    Image.fromarray(mask).convert("1").save(tmp_path / "0.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "1.png")
+    volume = open_volume(tmp_path)
+    data = volume.read()
+    assert volume.dtype == np.uint8
+    np.testing.assert_array_equal(data[0], data[1])
+    assert set(np.unique(data)) == {0, 255}

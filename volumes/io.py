@@ -298,6 +298,8 @@ def _read_image(path: Path) -> np.ndarray:
         raise InputError(f"{path}: cannot read image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if image.ndim != 2:
         raise InputError(f"{path}: expected a single-channel 2-D image, got shape {image.shape}")
+    if image.dtype == bool:  # 1-bit images mean black/white: 0/255, as PIL converts mode "1" to "L"
+        image = image.astype(np.uint8) * np.uint8(255)
     return image
 
 
