@@ -97,3 +97,24 @@ def test_ffn_segmenter_runs_a_model_on_a_subvolume(tmp_path):
     segmenter = FFNSegmenter(tmp_path / "tiny.pt", {"min_segment_size": 10, "seed_policy": "PolicyGrid3d"})
     labels = cloudpickle.loads(cloudpickle.dumps(segmenter))(image)
     assert labels.shape == image.shape and labels.dtype == np.uint64
+
+
+@pytest.mark.slow
+def test_cli_segments_subvolumes_on_dask_into_a_layer(tmp_path, workspace):
+    from cloudvolume import CloudVolume
+
+    from cli.main import main
+    from ffn.model import FFNConfig, build_model, save_model
+
+    config = FFNConfig(depth=1, features=4, fov_size=(9, 9, 9), deltas=(2, 2, 2))
+    save_model(tmp_path / "tiny.pt", build_model(config), config)
+    np.save(tmp_path / "image.npy", np.random.default_rng(1).integers(0, 255, (24, 28, 28), dtype=np.uint8))
+    code = main(["ffn", "segment", "-w", str(workspace.root), "--image", str(tmp_path / "image.npy"), "--model",
+                 str(tmp_path / "tiny.pt"), "--out", "seg", "--subvolume-size", "12,14,14", "--overlap", "4,4,4",
+                 "--workers", "1", "--no-progress"])
+    assert code == 0
+    cv = CloudVolume("file://" + str(workspace.layer_path("seg")))
+    assert cv.layer_type == "segmentation" and tuple(cv.volume_size) == (28, 28, 24)
+    assert len(list((workspace.root / "ffn-runs" / "seg" / "tasks").glob("task-*.npy"))) == 8
+    assert main(["ffn", "segment", "-w", str(workspace.root), "--image", str(tmp_path / "image.npy"), "--model",
+                 str(tmp_path / "tiny.pt"), "--out", "seg2", "--subvolume-size", "0,14,14"]) == 2

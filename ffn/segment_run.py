@@ -1,0 +1,128 @@
+"""`connectome ffn segment`: one resumable FFN run over an image in a workspace.
+
+The run keeps its state in `<workspace>/ffn-runs/<out>/`: `state.npz` (the
+segmentation so far and the position in the seed list, saved atomically after
+segments at most every `checkpoint_seconds`, and on interruption) and `run.json` (what was asked for,
+so a resumed run cannot silently mix settings). When it finishes it writes the
+uint64 precomputed layer `<out>` and `origins.json` beside the state.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ffn.forward import ForwardRunner
+from ffn.inference import Canvas, run_canvases
+from ffn.model import load_model
+from ffn.options import InferenceOptions
+from volumes.errors import InputError
+from volumes.geometry import Box
+
+
+def open_image(workspace, name: str):
+    """A workspace layer by name, or any volume spec `open_volume` understands."""
+    from volumes.io import open_volume
+
+    try:
+        is_layer = workspace.has_layer(name)
+    except InputError:  # not a layer name, so a path or URL
+        is_layer = False
+    return open_volume(workspace.layer_url(name) if is_layer else name)
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _save_state(path: Path, canvas: Canvas) -> None:
+    state = canvas.state()
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, segmentation=state["segmentation"], seed_coords=state["seed_coords"],
+                        seed_index=state["seed_index"], max_id=state["max_id"], steps=state["steps"],
+                        origins=json.dumps(state["origins"]))
+    tmp.replace(path)
+
+
+def _load_state(path: Path) -> dict:
+    with np.load(path) as data:
+        return {"segmentation": data["segmentation"], "seed_coords": data["seed_coords"],
+                "seed_index": int(data["seed_index"]), "max_id": int(data["max_id"]), "steps": int(data["steps"]),
+                "origins": json.loads(str(data["origins"]))}
+
+
+def run_segmentation(workspace, image_name: str, model_path: str | Path, out_name: str, options: InferenceOptions,
+                     bbox: Box | None = None, overwrite: bool = False, checkpoint_seconds: float = 60.0,
+                     progress: bool = True, threads: int | None = None) -> dict:
+    """Segment `image_name` (or its `bbox`, treated as the whole volume) and write layer `out_name`."""
+    from volumes.precomputed import write_layer
+
+    out_layer = workspace.layer_path(out_name)
+    if (out_layer / "info").exists() and not overwrite:
+        raise InputError(f"layer {out_name!r} already exists in the workspace; pass --overwrite to replace it")
+    volume = open_image(workspace, image_name)
+    box = bbox if bbox is not None else volume.box
+    if not volume.box.contains(box):
+        raise InputError(f"bbox {box.start}..{box.stop} lies outside the image of shape {volume.shape}")
+    model, config = load_model(model_path)
+    if threads:
+        torch.set_num_threads(threads)
+    run_dir = workspace.root / "ffn-runs" / out_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    request = {"image": image_name, "bbox": [list(box.start), list(box.stop)], "model": _file_digest(Path(model_path)),
+               "options": {k: v for k, v in asdict(options).items() if k not in ("max_segments", "batch_size", "channels_last", "compile")}}
+    state_path, request_path = run_dir / "state.npz", run_dir / "run.json"
+    state = None
+    if state_path.exists():
+        previous = json.loads(request_path.read_text()) if request_path.exists() else None
+        if previous != json.loads(json.dumps(request)):
+            state_path.unlink()  # a different request: start afresh
+        else:
+            state = _load_state(state_path)
+    request_path.write_text(json.dumps(request, indent=1))
+
+    canvas = Canvas(volume.read(box), config, options)
+    if state is not None:
+        canvas.restore(state)
+    else:
+        canvas.compute_seeds()
+    bar = tqdm(total=len(canvas.seed_coords), initial=canvas.seed_index, unit="seed", disable=not progress,
+               desc=f"ffn segment {out_name}")
+    last_save = [time.time()]
+
+    def on_segment(c: Canvas) -> None:
+        bar.n = c.seed_index
+        bar.set_postfix(segments=len(c.origins), steps=c.steps, refresh=True)
+        if time.time() - last_save[0] >= checkpoint_seconds:
+            _save_state(state_path, c)
+            last_save[0] = time.time()
+
+    def on_step(_: int) -> None:
+        if time.time() - last_shown[0] >= 2.0:  # a long segment still shows progress
+            bar.set_postfix(segments=len(canvas.origins), steps=resumed_steps + forward.steps, refresh=True)
+            last_shown[0] = time.time()
+
+    forward = ForwardRunner(model, options.precision, options.channels_last, compile=options.compile)
+    last_shown, resumed_steps = [time.time()], canvas.steps
+    started = time.time()
+    try:
+        run_canvases([canvas.run(on_segment)], forward, on_step=on_step)
+    finally:  # on interruption too, so the next run resumes from the last settled seed
+        bar.close()
+        _save_state(state_path, canvas)
+    resolution = volume.resolution_nm
+    write_layer(out_layer, canvas.labels(), resolution, layer_type="segmentation", overwrite=True,
+                voxel_offset=tuple(int(v) for v in np.add(volume.voxel_offset, box.start)), progress=progress)
+    origins = {"image": image_name, "bbox": request["bbox"], "steps": canvas.steps,
+               "seconds": round(time.time() - started, 1), "complete": canvas.seed_index >= len(canvas.seed_coords),
+               "segments": [o.to_dict() for o in canvas.origins.values()]}
+    tmp = run_dir / "origins.json.tmp"
+    tmp.write_text(json.dumps(origins, indent=1))
+    tmp.replace(run_dir / "origins.json")
+    return origins

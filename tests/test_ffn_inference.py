@@ -1,0 +1,230 @@
+"""FFN inference mechanics on a hand-wired toy network (fast), resume, batching, consensus and bad input.
+
+The toy network computes logits = seed + 3 * image: bright cells flood, dark
+walls stop the flood, so the right segmentation is known: one segment per cell.
+Parity with Google's network and code is in test_ffn_parity.py.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cli.main import main
+from ffn.consensus import split_by_intersection
+from ffn.forward import ForwardRunner
+from ffn.inference import Canvas, face_max_moves, run_canvases, segment_subvolume
+from ffn.model import ConvStack3DFFN, FFNConfig, save_model
+from ffn.options import InferenceOptions, load_options, options_from_request, parse_pbtxt
+from volumes.errors import InputError
+
+TOY_CONFIG = FFNConfig(depth=1, features=2, fov_size=(9, 9, 9), deltas=(3, 3, 3), image_mean=128.0, image_stddev=50.0)
+CELL = 10  # bright interior side
+WALL = 5  # thicker than the FOV radius, so a FOV inside one cell never sees the next (the toy net has no notion of connectivity)
+
+
+def toy_model() -> ConvStack3DFFN:
+    """logits = seed + 3 * normalised image, built from the real layer types."""
+    model = ConvStack3DFFN(TOY_CONFIG)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.conv0_a.weight[0, 0, 1, 1, 1] = 1.0  # relu(image)
+        model.conv0_a.weight[1, 0, 1, 1, 1] = -1.0  # relu(-image)
+        model.conv0_b.weight[0, 0, 1, 1, 1] = 1.0
+        model.conv0_b.weight[1, 1, 1, 1, 1] = 1.0
+        model.conv_lom.weight[0, 0] = 3.0
+        model.conv_lom.weight[0, 1] = -3.0
+    return model.eval()
+
+
+def cells_image(cells: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Bright cubic cells between dark walls, brightest at their centres, and their labels."""
+    size = cells * (CELL + WALL) + WALL
+    image = np.full((size,) * 3, 20, dtype=np.uint8)
+    local = np.indices((CELL,) * 3) - (CELL - 1) / 2
+    bump = (250 - 4 * np.sqrt((local ** 2).sum(axis=0))).astype(np.uint8)
+    truth = np.zeros(image.shape, dtype=np.uint64)
+    label = 0
+    for z in range(cells):
+        for y in range(cells):
+            for x in range(cells):
+                label += 1
+                sel = tuple(slice(WALL + i * (CELL + WALL), (i + 1) * (CELL + WALL)) for i in (z, y, x))
+                image[sel] = bump
+                truth[sel] = label
+    return image, truth
+
+
+def toy_options(**changes) -> InferenceOptions:
+    values = dict(min_segment_size=100, min_boundary_dist=(1, 1, 1), seed_policy="PolicyPeaks")
+    values.update(changes)
+    return InferenceOptions(**values)
+
+
+def test_face_max_moves_picks_each_face_maximum_best_first():
+    logits = np.full((33, 33, 33), -5.0, dtype=np.float32)
+    logits[24, 10, 20] = 3.0  # +z face (z = 16 + 8)
+    logits[8, 16, 16] = 2.5   # -z face centre
+    logits[16, 16, 24] = 1.0  # +x face, below the threshold
+    moves = face_max_moves(logits, np.array([8, 8, 8]), threshold=2.0)
+    assert [offset for _, offset in moves] == [(8, -6, 4), (-8, 0, 0)]
+
+
+def test_flood_fill_recovers_every_cell_and_stops_at_walls():
+    image, truth = cells_image()
+    labels, origins = segment_subvolume(image, toy_model(), TOY_CONFIG, toy_options())
+    assert len(origins) == 8
+    for origin in origins:
+        segment = labels == origin.id
+        cell = truth[origin.start_zyx]
+        assert cell > 0
+        assert not (segment & (truth != cell)).any(), origin  # never crosses a wall
+        assert segment.sum() >= 0.9 * (truth == cell).sum(), origin  # face-max moves cover most of the cell
+        assert origin.voxels == int(segment.sum()) and origin.iters > 1
+    assert [o.id for o in origins] == list(range(1, 9))
+
+
+def test_batched_canvases_give_the_same_result_as_one_at_a_time():
+    image, _ = cells_image()
+    forward = ForwardRunner(toy_model(), "fp32", channels_last=True)
+    alone = []
+    for flip in (False, True):
+        canvas = Canvas(image[::-1] if flip else image, TOY_CONFIG, toy_options())
+        run_canvases([canvas.run()], forward)
+        alone.append(canvas)
+    together = [Canvas(image[::-1] if flip else image, TOY_CONFIG, toy_options()) for flip in (False, True)]
+    steps_before = forward.steps
+    run_canvases([c.run() for c in together], forward, batch_size=2)
+    assert forward.steps - steps_before == sum(c.steps for c in alone)
+    for a, b in zip(alone, together):
+        assert np.array_equal(a.labels(), b.labels())
+        assert [o.to_dict()["start_zyx"] for o in a.origins.values()] == [o.to_dict()["start_zyx"] for o in b.origins.values()]
+
+
+def test_min_segment_size_rejects_small_segments():
+    image, _ = cells_image()
+    labels, origins = segment_subvolume(image, toy_model(), TOY_CONFIG, toy_options(min_segment_size=2000))
+    assert origins == [] and not labels.any()  # cells are 1000 voxels
+
+
+def test_inverted_origins_and_consensus():
+    image, truth = cells_image()
+    labels, origins = segment_subvolume(image, toy_model(), TOY_CONFIG, toy_options())
+    inverted_options = toy_options(seed_policy="PolicyInvertOrigins",
+                                   seed_policy_args={"origins": [o.to_dict() for o in origins]})
+    inverted, inverted_origins = segment_subvolume(image, toy_model(), TOY_CONFIG, inverted_options)
+    assert [o.start_zyx for o in inverted_origins] == [o.start_zyx for o in origins][::-1]
+    consensus = split_by_intersection(labels, inverted, min_size=100)
+    assert len(np.unique(consensus[consensus > 0])) == len(origins)
+    # each consensus segment lies inside one true cell
+    for value in np.unique(consensus[consensus > 0]):
+        assert len(np.unique(truth[consensus == value])) == 1
+
+
+def test_grid_policy_finds_every_cell():
+    image, truth = cells_image()
+    labels, origins = segment_subvolume(image, toy_model(), TOY_CONFIG, toy_options(seed_policy="PolicyGrid3d"))
+    assert sorted(int(truth[o.start_zyx]) for o in origins) == list(range(1, 9))
+
+
+def test_fill_empty_space_seeds_only_where_nothing_is_segmented():
+    image, truth = cells_image()
+    canvas = Canvas(image, TOY_CONFIG, toy_options(seed_policy="PolicyFillEmptySpace"))
+    canvas.segmentation[...] = np.where(truth == 8, 0, 99).astype(np.int32)  # all but cell 8 taken
+    canvas.compute_seeds()
+    assert len(canvas.seed_coords) >= 1
+    assert all(truth[tuple(p)] == 8 for p in canvas.seed_coords)
+
+
+def _write_toy(tmp_path, workspace):
+    image, truth = cells_image()
+    np.save(tmp_path / "image.npy", image)
+    save_model(tmp_path / "toy.pt", toy_model(), TOY_CONFIG)
+    (tmp_path / "options.toml").write_text("[inference]\nmin_segment_size = 100\n")
+    return ["--workspace", str(workspace.root), "--image", str(tmp_path / "image.npy"), "--model",
+            str(tmp_path / "toy.pt"), "--options", str(tmp_path / "options.toml"), "--no-progress"], truth
+
+
+def test_segment_command_writes_a_layer_and_resumes(tmp_path, workspace):
+    from volumes.io import open_volume
+
+    common, truth = _write_toy(tmp_path, workspace)
+    assert main(["ffn", "segment", *common, "--out", "full"]) == 0
+    assert main(["ffn", "segment", *common, "--out", "part", "--max-segments", "3"]) == 0
+    partial = json.loads((workspace.root / "ffn-runs/part/origins.json").read_text())
+    assert len(partial["segments"]) == 3 and not partial["complete"]
+    assert main(["ffn", "segment", *common, "--out", "part", "--overwrite"]) == 0  # resumes after segment 3
+    full = json.loads((workspace.root / "ffn-runs/full/origins.json").read_text())
+    resumed = json.loads((workspace.root / "ffn-runs/part/origins.json").read_text())
+    assert resumed["complete"] and full["steps"] == resumed["steps"]
+    assert [s["start_zyx"] for s in full["segments"]] == [s["start_zyx"] for s in resumed["segments"]]
+    a = open_volume(workspace.layer_url("full")).read()
+    b = open_volume(workspace.layer_url("part")).read()
+    assert a.dtype == np.uint64 and np.array_equal(a, b)
+    assert len(np.unique(a[a > 0])) == 8
+
+
+def _one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("connectome: error:") and "\n" not in err
+    return err
+
+
+def test_bbox_outside_the_volume_is_a_one_line_error(tmp_path, workspace, capsys):
+    common, _ = _write_toy(tmp_path, workspace)
+    err = _one_line_error(capsys, ["ffn", "segment", *common, "--out", "x", "--bbox", "0,0,0,30,30,99"])
+    assert "outside" in err
+
+
+def test_image_smaller_than_the_fov_is_a_one_line_error(tmp_path, workspace, capsys):
+    common, _ = _write_toy(tmp_path, workspace)
+    err = _one_line_error(capsys, ["ffn", "segment", *common, "--out", "x", "--bbox", "0,0,0,8,20,20"])
+    assert "smaller than the FFN field of view" in err
+
+
+def test_missing_pbtxt_field_is_a_one_line_error(tmp_path, capsys, google_ffn_dir):
+    text = (google_ffn_dir / "configs/inference_training_sample2.pbtxt").read_text()
+    broken = tmp_path / "broken.pbtxt"
+    broken.write_text(text.replace("segment_threshold: 0.6", ""))
+    with pytest.raises(InputError, match="lacks the field 'segment_threshold'"):
+        load_options(broken)
+    no_args = tmp_path / "no_args.pbtxt"
+    no_args.write_text(text.replace("model_args:", "model_name_args_removed:"))
+    err = _one_line_error(capsys, ["ffn", "import-tf", str(google_ffn_dir / "models/fib25/model.ckpt-27465036"),
+                                   "--config", str(no_args), "--out", str(tmp_path / "m.pt")])
+    assert "model_args" in err
+
+
+def test_pbtxt_options_match_googles_fib25_settings():
+    request = parse_pbtxt('inference_options { init_activation: 0.95 pad_value: 0.05 move_threshold: 0.9 '
+                          'min_boundary_dist { x: 1 y: 2 z: 3 } segment_threshold: 0.6 min_segment_size: 1000 }\n'
+                          'seed_policy: "PolicyPeaks"  # comment\n')
+    options = options_from_request(request)
+    assert options.min_boundary_dist == (3, 2, 1)
+    assert (options.move_threshold, options.segment_threshold, options.min_segment_size) == (0.9, 0.6, 1000)
+    assert options.disco_seed_threshold == 0.0  # Google's proto default, which is active
+
+
+def test_checkpoint_import_errors_are_one_line(tmp_path, capsys):
+    err = _one_line_error(capsys, ["ffn", "import-tf", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "m.pt")])
+    assert "does not exist" in err
+
+
+def test_subvolume_tasks_tile_with_overlap_and_batch_into_shared_passes():
+    from ffn.tasks import plan_subvolumes, segment_subvolumes
+    from volumes.geometry import Box
+
+    image, truth = cells_image()
+    boxes = plan_subvolumes(Box.from_shape(image.shape), (20, 35, 35), (5, 5, 5))
+    assert [b.start[0] for b in boxes] == [0, 15] and all(b.stop[0] <= image.shape[0] for b in boxes)
+    results = segment_subvolumes(image, boxes, toy_model(), TOY_CONFIG, toy_options(batch_size=2))
+    assert len(results) == 2
+    for result in results:
+        for origin in result.origins:  # seeds come back in volume coordinates
+            assert truth[origin.start_zyx] > 0
+            local = tuple(a - b for a, b in zip(origin.start_zyx, result.box.start))
+            assert result.labels[local] == origin.id
