@@ -1,0 +1,157 @@
+"""The FIB-25 training protocol: train on z < 150, segment the held-out z >= 150, score beside Google's model.
+
+1. Import Google's published FIB-25 checkpoint (depth 12, FOV 33^3, ~27.5 M steps).
+2. Train from scratch with Google's recipe on z < 150 for --budget-minutes.
+3. Fine-tune Google's model on z < 150 for --budget-minutes.
+4. Segment the evaluation block (default z >= 150, the whole 100 x 250 x 250) with each of
+   the three models using Google's FIB-25 inference settings, and score each against the
+   ground truth: VOI (nats, labelled voxels and all), adapted Rand error, ERL/NERL.
+
+Training never sees z >= 150: centres are drawn so that every training patch
+(FOV + 2 deltas) lies in z < 150. Everything resumes: rerun with the same --out.
+The CPU figures depend on the budget: Google trained for ~27.5 M steps on GPUs;
+a CPU budget of minutes to hours buys hundreds to a few thousand steps.
+
+    .venv/bin/python bench/ffn_train_fib25.py --out /tmp/fib25-run --budget-minutes 60
+    # smoke test: tiny budget and a small evaluation crop
+    .venv/bin/python bench/ffn_train_fib25.py --out /tmp/fib25-smoke --budget-minutes 1 \
+        --eval-bbox 150,90,90,250,170,170 --max-segments 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ffn.evaluation import evaluate_segmentation  # noqa: E402
+from ffn.inference import segment_subvolume  # noqa: E402
+from ffn.model import FFNConfig, load_model, save_model  # noqa: E402
+from ffn.options import InferenceOptions  # noqa: E402
+from ffn.skeleton_metrics import expected_run_length, skeletonize_labels  # noqa: E402
+from ffn.tf_checkpoint import import_tf_checkpoint  # noqa: E402
+from ffn.training import TrainingOptions, load_training_config, train  # noqa: E402
+from volumes.geometry import Box  # noqa: E402
+
+TRAIN_Z_STOP = 150
+RESOLUTION_NM = (10.0, 10.0, 10.0)
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("CONNECTOME_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+
+
+def import_google_model(out: Path) -> Path:
+    path = out / "google-fib25.pt"
+    if not path.is_file():
+        config = FFNConfig()  # depth 12, 32 features, FOV 33^3, deltas 8^3, mean 128, stddev 33
+        prefix = data_root() / "ffn-fib25-google" / "models" / "fib25" / "model.ckpt-27465036"
+        save_model(path, import_tf_checkpoint(prefix, config), config)
+    return path
+
+
+def segment_and_score(name: str, model_path: Path, image: np.ndarray, labels: np.ndarray, skeletons,
+                      out: Path, max_segments: int | None) -> dict:
+    """Segment the evaluation block with one model (cached as npz) and score it."""
+    seg_path = out / f"segmentation-{name}.npz"
+    if seg_path.is_file():
+        data = np.load(seg_path)
+        segmentation, steps, seconds = data["segmentation"], int(data["ffn_steps"]), float(data["seconds"])
+    else:
+        model, config = load_model(model_path)
+        started = time.perf_counter()
+        segmentation, origins = segment_subvolume(image, model, config, InferenceOptions(max_segments=max_segments))
+        seconds = time.perf_counter() - started
+        steps = sum(o.iters for o in origins)
+        tmp = seg_path.with_name(seg_path.stem + ".tmp.npz")
+        np.savez_compressed(tmp, segmentation=segmentation, ffn_steps=steps, seconds=seconds)
+        os.replace(tmp, seg_path)
+    report = evaluate_segmentation(segmentation, labels)
+    report.pop("conventions")
+    erl = expected_run_length(skeletons, segmentation, RESOLUTION_NM)
+    report.update(erl_nm=erl["erl_nm"], nerl=erl["nerl"], n_merged_segments=erl["n_merged_segments"],
+                  ffn_steps=steps, inference_seconds=seconds, model=name)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--budget-minutes", type=float, required=True, help="training wall time for EACH of the two trainings")
+    parser.add_argument("--scratch-config", help="TOML [model]/[training] for the from-scratch model (default: Google's)")
+    parser.add_argument("--finetune-learning-rate", type=float, default=1e-4,
+                        help="SGD learning rate when fine-tuning Google's model (default 1e-4)")
+    parser.add_argument("--eval-bbox", default=f"{TRAIN_Z_STOP},0,0,250,250,250", help="held-out block to segment and score")
+    parser.add_argument("--max-segments", type=int, help="stop each segmentation after this many segments (smoke tests)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    eval_box = Box.parse(args.eval_bbox)
+    if eval_box.start[0] < TRAIN_Z_STOP:
+        parser.error(f"the evaluation block must lie in z >= {TRAIN_Z_STOP}, the part training never sees")
+    with h5py.File(data_root() / "fib25-training2" / "fib25_training2.h5", "r") as handle:
+        image = handle["volumes/raw"][:]
+        labels = handle["volumes/labels/neuron_ids"][:]
+    train_image, train_labels = image[:TRAIN_Z_STOP], labels[:TRAIN_Z_STOP]
+    eval_image, eval_labels = image[eval_box.slices()], labels[eval_box.slices()]
+    google = import_google_model(args.out)
+
+    scratch_fields, scratch_options = load_training_config(args.scratch_config)
+    scratch_options.max_steps = 10 ** 9  # the time budget stops it
+    scratch_options.checkpoint_every = 100
+    scratch_options.log_every = 10
+    print(f"training from scratch on z < {TRAIN_Z_STOP} for {args.budget_minutes} min", flush=True)
+    train(train_image, train_labels, args.out / "scratch", scratch_options, scratch_fields,
+          max_minutes=args.budget_minutes)
+    finetune_options = TrainingOptions(max_steps=10 ** 9, checkpoint_every=100, log_every=10,
+                                       learning_rate=args.finetune_learning_rate)
+    print(f"fine-tuning Google's model on z < {TRAIN_Z_STOP} for {args.budget_minutes} min", flush=True)
+    train(train_image, train_labels, args.out / "finetune", finetune_options, init_model=google,
+          max_minutes=args.budget_minutes)
+
+    print(f"skeletonising the evaluation block {eval_box.start}-{eval_box.stop}", flush=True)
+    skeletons = skeletonize_labels(eval_labels, RESOLUTION_NM)
+    models = {"google": google, "scratch": args.out / "scratch" / "model.pt", "finetune": args.out / "finetune" / "model.pt"}
+    reports = []
+    for name, path in models.items():
+        print(f"segmenting with {name}", flush=True)
+        reports.append(segment_and_score(name, path, eval_image, eval_labels, skeletons, args.out, args.max_segments))
+    steps = {name: _last_step(args.out / name) for name in ("scratch", "finetune")}
+    summary = {"eval_bbox": [list(eval_box.start), list(eval_box.stop)], "budget_minutes_each": args.budget_minutes,
+               "training_steps": steps, "max_segments": args.max_segments, "reports": reports}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    print(f"\nheld-out block {eval_box.start}-{eval_box.stop}; training {args.budget_minutes} min each "
+          f"({steps['scratch']} steps from scratch, {steps['finetune']} fine-tuning steps, batch 4)")
+    print(f"{'model':>9} {'VOI split':>9} {'VOI merge':>9} {'(labelled)':>10} {'VOI sum':>8} {'ARE':>6} "
+          f"{'ERL um':>7} {'NERL':>6} {'merges':>6} {'steps':>6} {'labelled':>8}")
+    for r in reports:
+        print(f"{r['model']:>9} {r['voi_split']:9.3f} {r['voi_merge']:9.3f} "
+              f"{r['voi_split_labelled']:5.3f}/{r['voi_merge_labelled']:4.3f} {r['voi_sum']:8.3f} "
+              f"{r['adapted_rand_error']:6.3f} {r['erl_nm'] / 1000:7.3f} {r['nerl']:6.3f} {r['n_merged_segments']:6d} "
+              f"{r['ffn_steps']:6d} {100 * r['labelled_fraction']:7.1f}%")
+    google_sum = reports[0]["voi_sum"]
+    for r in reports[1:]:
+        print(f"{r['model']}: VOI sum {r['voi_sum'] / google_sum:.2f}x Google's (aim: <= 1.5x for scratch, <= 1.0x "
+              f"fine-tuned; read it with the labelled fraction: an empty segmentation of a block one object dominates scores low)")
+
+
+def _last_step(run_dir: Path) -> int:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").is_file() else []
+    steps = [json.loads(line)["step"] for line in lines if line.strip()]
+    return max(steps, default=0)
+
+
+if __name__ == "__main__":
+    main()

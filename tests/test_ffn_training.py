@@ -1,0 +1,153 @@
+"""FFN training: partitions, the Google-recipe loop on a tiny synthetic volume, resume, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from ffn.model import FFNConfig, build_model, load_model, save_model
+from ffn.partitions import EXCLUDED, TrainingCentres, compute_partitions
+from ffn.training import PLOT_FILE, ExampleSource, FOVBatcher, TrainingOptions, fov_offsets, read_metrics, train
+from volumes.errors import InputError
+from volumes.geometry import Box
+
+TINY_MODEL = {"depth": 2, "features": 8, "fov_size": [9, 9, 9], "deltas": [2, 2, 2]}
+
+
+def synthetic_volume(shape=(24, 32, 32), seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """Voronoi cells with dark one-voxel boundaries: labels, and an image where cells are bright."""
+    rng = np.random.default_rng(seed)
+    points = rng.integers(0, shape, size=(12, 3))
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1)
+    distances = ((grid[..., None, :] - points) ** 2).sum(-1)
+    labels = (distances.argmin(-1) + 1).astype(np.uint64)
+    boundary = ndimage.grey_dilation(labels, size=3) != labels
+    labels[boundary] = 0
+    image = np.where(boundary, 60, 190) + rng.normal(0, 10, shape)
+    return np.clip(image, 0, 255).astype(np.uint8), labels
+
+
+def test_partitions_match_a_hand_count():
+    labels = np.zeros((7, 7, 7), dtype=np.uint32)
+    labels[:, :, :3] = 1  # object 1 fills x < 3; the centre voxel (3,3,3) is background
+    labels[3, 3, 4] = 2
+    partitions = compute_partitions(labels, (1, 1, 1), min_object_voxels=1)
+    # voxel (3,3,2): its 3x3x3 box holds 2 columns of object 1 = 18/27 = 0.667; nine thresholds
+    # (0.025 ... 0.6) lie at or below it -> class 9 + 1 = 10
+    assert partitions[3, 3, 2] == 10
+    # the single voxel of object 2: 1/27 = 0.037, one threshold (0.025) below it -> class 2
+    assert partitions[3, 3, 4] == 2
+    assert partitions[3, 3, 3] == 0  # background
+    assert (partitions[0] == EXCLUDED).all() and (partitions[:, :, 6] == EXCLUDED).all()
+    held_out = compute_partitions(labels, (1, 1, 1), min_object_voxels=1, excluded_boxes=[Box((2, 2, 2), (5, 5, 5))])
+    assert held_out[3, 3, 2] == EXCLUDED and held_out[3, 3, 4] == EXCLUDED and held_out[1, 1, 1] != EXCLUDED
+
+
+def test_dust_removal_and_balanced_sampling():
+    labels = np.zeros((9, 9, 9), dtype=np.uint32)
+    labels[:, :, :5] = 1
+    labels[4, 4, 6] = 2  # one voxel: dust at min_object_voxels=2
+    partitions = compute_partitions(labels, (1, 1, 1), min_object_voxels=2)
+    assert partitions[4, 4, 6] == 0
+    centres = TrainingCentres(partitions, np.random.default_rng(0))
+    drawn = [partitions[centres.sample()] for _ in range(3000)]
+    classes, counts = np.unique(drawn, return_counts=True)
+    assert set(classes) == set(centres.class_sizes())
+    assert counts.min() > 0.7 * counts.max()  # every class about equally often despite unequal sizes
+
+
+def test_fixed_policy_offsets():
+    offsets = fov_offsets((8, 8, 4), np.random.default_rng(1))
+    assert offsets[0] == (0, 0, 0) and len(set(offsets)) == 27
+    assert {abs(v) for o in offsets for v in o} == {0, 8, 4}
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    image, labels = synthetic_volume((16, 16, 16))
+    options = TrainingOptions(max_steps=1, min_object_voxels=1)
+    with pytest.raises(InputError, match="differs"):
+        train(image[:-1], labels, tmp_path / "a", options, TINY_MODEL, progress=False)
+    with pytest.raises(InputError, match="partition radius"):
+        compute_partitions(labels, (8, 8, 8))
+    with pytest.raises(InputError, match="no labelled voxel"):
+        compute_partitions(labels, (2, 2, 2), mask=np.zeros(labels.shape, dtype=np.uint8))
+    with pytest.raises(InputError, match="smaller than one training patch"):
+        train(image[:8], labels[:8], tmp_path / "b", options, TINY_MODEL, progress=False)
+
+
+def centre_fov_loss(model_path, image, labels) -> float:
+    """Loss of a model on the first FOV of 32 fixed, unaugmented examples: a steadier yardstick than the log."""
+    model, config = load_model(model_path)
+    options = TrainingOptions(min_object_voxels=20, augment=False, batch_size=32)
+    source = ExampleSource(image, labels, config, options, np.random.default_rng(123))
+    inputs, targets, _ = FOVBatcher(source, fov_offsets(config.deltas, np.random.default_rng(0))).next_batch()
+    with torch.no_grad():
+        return float(F.binary_cross_entropy_with_logits(model(torch.from_numpy(inputs)), torch.from_numpy(targets)))
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_resumes_from_its_checkpoint(tmp_path):
+    image, labels = synthetic_volume()
+    out = tmp_path / "run"
+    options = TrainingOptions(optimizer="adam", max_steps=0, log_every=10, checkpoint_every=30,
+                              min_object_voxels=20, batch_size=4, seed=3)
+    train(image, labels, out, options, TINY_MODEL, progress=False)  # step 0: the initial weights
+    validations = []
+
+    def validator(model, config):
+        validations.append(config.fov_size)
+        return {"voi_split_labelled": 0.5, "voi_merge_labelled": 0.2}
+
+    options.max_steps = 60
+    train(image, labels, out, options, TINY_MODEL, validator=validator, progress=False)
+    before = centre_fov_loss(out / "checkpoints" / "model-step00000000.pt", image, labels)
+    after = centre_fov_loss(out / "checkpoints" / "model-step00000060.pt", image, labels)
+    assert after < 0.8 * before, (before, after)
+    records = read_metrics(out / "metrics.jsonl")
+    assert (out / "model.pt").is_file() and (out / PLOT_FILE).stat().st_size > 1000
+    assert validations and records[-1]["kind"] == "validation"
+
+    options.max_steps = 80
+    train(image, labels, out, options, TINY_MODEL, progress=False)
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
+    assert steps == [10, 20, 30, 40, 50, 60, 70, 80]  # resumed at 60, not from scratch
+    model, config = load_model(out / "model.pt")
+    assert list(config.fov_size) == [9, 9, 9]
+
+
+def test_fine_tuning_starts_from_the_given_model(tmp_path):
+    image, labels = synthetic_volume()
+    config = FFNConfig(**TINY_MODEL)
+    start = build_model(config)
+    save_model(tmp_path / "start.pt", start, config)
+    options = TrainingOptions(max_steps=2, log_every=1, min_object_voxels=20, learning_rate=1e-9, gradient_clip=0)
+    train(image, labels, tmp_path / "tuned", options, init_model=tmp_path / "start.pt", progress=False)
+    tuned, _ = load_model(tmp_path / "tuned" / "model.pt")
+    for name, value in start.state_dict().items():
+        assert np.allclose(value.numpy(), tuned.state_dict()[name].numpy(), atol=1e-6), name
+    with pytest.raises(InputError, match="disagrees"):
+        train(image, labels, tmp_path / "other", options, {"depth": 3}, init_model=tmp_path / "start.pt", progress=False)
+
+
+def test_metrics_log_is_json_lines(tmp_path):
+    image, labels = synthetic_volume()
+    train(image, labels, tmp_path, TrainingOptions(max_steps=3, log_every=1, min_object_voxels=20), TINY_MODEL, progress=False)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+    assert all(0 <= json.loads(line)["f1"] <= 1 for line in lines)
+
+
+def test_no_training_patch_reaches_the_held_out_block():
+    image, labels = synthetic_volume((40, 32, 32))
+    config = FFNConfig(**TINY_MODEL)
+    options = TrainingOptions(min_object_voxels=20)
+    held_out = Box((24, 0, 0), (40, 32, 32))
+    source = ExampleSource(image, labels, config, options, np.random.default_rng(0), held_out_boxes=[held_out])
+    radius = 9 // 2 + 2
+    for _ in range(500):
+        z, y, x = source.centres.sample()
+        assert z + radius < held_out.start[0]
