@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean bench-tf
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,3 +23,10 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-workspace
+
+# Bench-only TensorFlow for the FFN baselines (kept out of .venv; the benches look in .bench-tf).
+.bench-tf/.installed: bench/requirements-tf.txt $(STAMP)
+	$(PY) -m pip install --quiet --no-deps --target .bench-tf -r bench/requirements-tf.txt
+	touch $@
+
+bench-tf: .bench-tf/.installed

@@ -72,6 +72,10 @@ def interleaved_seconds_per_step(paths: list[tuple[str, object, int]], images: n
 
 def tensorflow_forward(tensors: dict, depth: int, threads: int):
     """Google's convstack_3d forward pass written with tf.nn.conv3d (NDHWC), or None without TensorFlow."""
+    site = os.environ.get("CONNECTOME_TF_SITE", str(Path(__file__).resolve().parent.parent / ".bench-tf"))
+    if Path(site).is_dir() and site not in sys.path:
+        sys.path.append(site)  # made by `make bench-tf`
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf
     except ImportError:

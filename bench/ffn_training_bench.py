@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=12)
     parser.add_argument("--fov", type=int, default=33, help="isotropic FOV size")
     parser.add_argument("--deltas", type=int, default=8)
-    parser.add_argument("--tf-site", default=os.environ.get("CONNECTOME_TF_SITE"), help="directory holding tensorflow-cpu")
+    parser.add_argument("--tf-site", default=os.environ.get("CONNECTOME_TF_SITE", str(Path(__file__).resolve().parent.parent / ".bench-tf")), help="directory holding tensorflow-cpu")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
