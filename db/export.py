@@ -55,9 +55,12 @@ def _write_atomically(path: Path, write) -> Path:
 
 
 def write_parquet(table: pd.DataFrame, path: Path) -> Path:
-    """Parquet through pyarrow directly; position lists stay fixed-size lists of float64."""
+    """Parquet through pyarrow directly: ids uint64, position lists fixed-size lists of float64."""
     # Without pandas' metadata: its note on the fixed-size-list dtype makes pandas fail to read the file back.
     arrow = pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None)
+    for index, name in enumerate(arrow.column_names):
+        if name in ID_COLUMNS:  # ids are unsigned 64-bit, as in CAVE tables (the cast refuses a negative one)
+            arrow = arrow.set_column(index, name, arrow.column(index).cast(pa.uint64()))
     return _write_atomically(path, lambda tmp: pq.write_table(arrow, tmp))
 
 

@@ -45,7 +45,8 @@ import hashlib
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
@@ -714,9 +716,9 @@ def _root_map(session: Session, store: Store, edit: int) -> tuple[np.ndarray, np
     else:
         query = (select(RootMember.sv_id, RootMember.root_id).join(Root, Root.id == RootMember.root_id)
                  .where(Root.dataset_id == store.dataset_id, _alive_at(edit)))
-    rows = np.asarray(session.execute(query).all(), dtype=np.int64).reshape(-1, 2)
-    order = np.argsort(rows[:, 0], kind="stable")
-    return rows[order, 0], rows[order, 1]
+    rows = _driver_records(session, query, np.dtype([("sv", np.int64), ("root", np.int64)]))
+    order = np.argsort(rows["sv"], kind="stable")
+    return rows["sv"][order], rows["root"][order]
 
 
 def supervoxels_of(store: Store, root: int) -> list[int]:
@@ -886,22 +888,77 @@ def _synapse_columns(rows: "Iterable[Mapping[str, Any]] | pd.DataFrame") -> dict
     return columns
 
 
+# Stored synapse columns, in the order the bulk insert and the table read use them.
+SYNAPSE_POINT_COLUMNS = [f"{point}_{axis}_nm" for point in ("ctr", "pre", "post") for axis in "zyx"]
+SYNAPSE_READ_DTYPE = np.dtype([("id", np.int64), *((name, np.float64) for name in SYNAPSE_POINT_COLUMNS),
+                               ("pre_supervoxel_id", np.int64), ("post_supervoxel_id", np.int64),
+                               ("size", np.float64), ("score", np.float64)])
+SYNAPSE_CHUNK_ROWS = 100_000
+
+
 def _insert_synapses(session: Session, dataset_id: int, columns: dict[str, np.ndarray]) -> int:
     if not columns:
         return 0
-    known = np.asarray(session.execute(select(Supervoxel.id).where(Supervoxel.dataset_id == dataset_id))
+    connection = session.connection()
+    known = np.asarray(connection.execute(select(Supervoxel.id).where(Supervoxel.dataset_id == dataset_id))
                        .scalars().all(), dtype=np.int64)
     for side in ("pre", "post"):
         unknown = np.unique(columns[side + "_sv"][~np.isin(columns[side + "_sv"], known)])
         if len(unknown):
             raise InputError(f"unknown {side}-synaptic supervoxel(s) {', '.join(map(str, unknown[:5].tolist()))}")
-    names = ["dataset_id", *(f"{p}_{a}_nm" for p in ("ctr", "pre", "post") for a in "zyx"),
-             "pre_supervoxel_id", "post_supervoxel_id", "score", "size"]
     count = len(columns["ctr"])
-    values = [np.full(count, dataset_id, dtype=object), *np.hstack([columns["ctr"], columns["pre"], columns["post"]]).T.tolist(),
-              columns["pre_sv"].tolist(), columns["post_sv"].tolist(), columns["score"].tolist(), columns["size"].tolist()]
-    _insert_tuples(session.connection(), Synapse.__tablename__, names, zip(*values))
+    points = np.hstack([columns["ctr"], columns["pre"], columns["post"]])
+    fields = {"dataset_id": np.full(count, dataset_id, dtype=np.int64),
+              **{name: points[:, index] for index, name in enumerate(SYNAPSE_POINT_COLUMNS)},
+              "pre_supervoxel_id": columns["pre_sv"], "post_supervoxel_id": columns["post_sv"],
+              "score": columns["score"], "size": columns["size"]}
+    if connection.dialect.name == "postgresql":
+        _copy_into(connection, Synapse.__tablename__, fields)
+    else:
+        with _synapse_indexes_built_after(connection, count):
+            _insert_records(connection, Synapse.__tablename__, fields)
     return count
+
+
+@contextmanager
+def _synapse_indexes_built_after(connection: Connection, count: int) -> Iterator[None]:
+    """On SQLite, a bulk load at least as large as the table builds the (dataset, supervoxel)
+    indexes once, sorted, after the rows are in: keeping them up to date row by row, in random
+    supervoxel order, costs twice the insert itself. DDL is transactional there, so readers
+    never see the table without its indexes."""
+    existing = connection.exec_driver_sql(f"SELECT count(*) FROM {Synapse.__tablename__}").scalar_one()
+    if count < SYNAPSE_CHUNK_ROWS or count < existing:
+        yield
+        return
+    indexes = sorted(Synapse.__table__.indexes, key=lambda index: index.name)
+    for index in indexes:
+        index.drop(connection)
+    yield
+    for index in indexes:
+        index.create(connection)
+
+
+def _insert_records(connection: Connection, table: str, fields: dict[str, np.ndarray]) -> None:
+    """executemany of tuples that numpy builds in C (a record array's tolist), a chunk at a time."""
+    placeholder = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({', '.join([placeholder] * len(fields))})"
+    count = len(next(iter(fields.values())))
+    for start in range(0, count, SYNAPSE_CHUNK_ROWS):
+        records = np.rec.fromarrays([values[start:start + SYNAPSE_CHUNK_ROWS] for values in fields.values()])
+        connection.exec_driver_sql(sql, records.tolist())
+
+
+def _copy_into(connection: Connection, table: str, fields: dict[str, np.ndarray]) -> None:
+    """PostgreSQL COPY FROM STDIN of CSV that Arrow writes (floats in shortest exact form), inside
+    the caller's transaction: per-row INSERTs cost far more than the server's work."""
+    arrow = pa.table(fields)
+    sql = f"COPY {table} ({', '.join(fields)}) FROM STDIN WITH (FORMAT csv)"
+    with connection.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
+        for start in range(0, arrow.num_rows, SYNAPSE_CHUNK_ROWS):
+            buffer = pa.BufferOutputStream()
+            pa_csv.write_csv(arrow.slice(start, SYNAPSE_CHUNK_ROWS), buffer,
+                             write_options=pa_csv.WriteOptions(include_header=False))
+            copy.write(memoryview(buffer.getvalue()))
 
 
 def _insert_tuples(connection: Connection, table: str, names: Sequence[str], rows: Iterable[tuple]) -> None:
@@ -925,49 +982,86 @@ def _points(array: np.ndarray) -> pd.Series:
     return pd.Series(pd.arrays.ArrowExtensionArray(values))
 
 
-def _fetch_all(session: Session, query) -> list[tuple]:
-    """Rows as plain tuples straight from the driver's cursor: for a million synapses, building
-    SQLAlchemy Row objects takes several times longer than the query. The query holds only
-    integer parameters, rendered inline."""
-    sql = str(query.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}))
-    cursor = session.connection().connection.cursor()
+def _read_synapses(session: Session, store: Store, where=None) -> dict[str, np.ndarray]:
+    """The stored synapse columns (SYNAPSE_READ_DTYPE names) as arrays, sorted by id.
+
+    Straight from the driver (see _driver_records and _binary_columns). The whole table is read
+    with `dataset_id + 0`, which keeps SQLite from visiting every row through the (dataset,
+    supervoxel) index in index order: a plain table scan is twice as fast.
+    """
+    s = Synapse
+    condition = (s.dataset_id + 0 == store.dataset_id) if where is None else and_(s.dataset_id == store.dataset_id, where)
+    query = select(*(s.__table__.c[name] for name in SYNAPSE_READ_DTYPE.names)).where(condition)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        columns = _binary_columns(connection, _inline_sql(connection, query))
+    else:
+        records = _driver_records(session, query, SYNAPSE_READ_DTYPE)
+        columns = {name: records[name] for name in SYNAPSE_READ_DTYPE.names}
+    ids = columns["id"]
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+        # Sorted here rather than by ORDER BY, which makes SQLite sort through a temporary B-tree.
+        order = np.argsort(ids, kind="stable")
+        columns = {name: values[order] for name, values in columns.items()}
+    return columns
+
+
+def _inline_sql(connection: Connection, query) -> str:
+    """A query's SQL with its (integer only) parameters rendered inline."""
+    return str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def _driver_records(session: Session, query, dtype: np.dtype) -> np.ndarray:
+    """A query's rows as a numpy record array, built by numpy straight from the driver's cursor:
+    SQLAlchemy Row objects (and numpy probing each for the array protocol) cost several times
+    the query for 10^5-10^6 rows."""
+    connection = session.connection()
+    cursor = connection.connection.cursor()
     try:
-        cursor.execute(sql)
-        return cursor.fetchall()
+        cursor.execute(_inline_sql(connection, query))
+        return np.fromiter(cursor, dtype=dtype)
     finally:
         cursor.close()
 
 
+def _binary_columns(connection: Connection, sql: str) -> dict[str, np.ndarray]:
+    """A query's columns from PostgreSQL as one row of bytea, each column's values packed by the
+    server (float8send/int8send: big-endian binary) and concatenated by string_agg, so the client
+    unpacks each with one np.frombuffer instead of handling a million rows one by one. All the
+    aggregates of one query see the rows in the same order."""
+    names = list(SYNAPSE_READ_DTYPE.names)
+    packed = ", ".join(f"string_agg({'int8send' if SYNAPSE_READ_DTYPE[name].kind == 'i' else 'float8send'}({name}), "
+                       f"''::bytea)" for name in names)
+    with connection.connection.driver_connection.cursor() as cursor:
+        values = cursor.execute(f"SELECT {packed} FROM ({sql}) AS selected").fetchone()
+    return {name: np.frombuffer(value or b"", dtype=SYNAPSE_READ_DTYPE[name].newbyteorder(">")).astype(
+        SYNAPSE_READ_DTYPE[name]) for name, value in zip(names, values)}
+
+
 def _synapse_frame(session: Session, store: Store, edit: int, where=None) -> pd.DataFrame:
-    s = Synapse
-    query = select(s.id, s.pre_z_nm, s.pre_y_nm, s.pre_x_nm, s.post_z_nm, s.post_y_nm, s.post_x_nm,
-                   s.ctr_z_nm, s.ctr_y_nm, s.ctr_x_nm, s.pre_supervoxel_id, s.post_supervoxel_id, s.size, s.score
-                   ).where(s.dataset_id == store.dataset_id)
-    if where is not None:
-        query = query.where(where)
-    rows = _fetch_all(session, query)
-    raw = pd.DataFrame.from_records(rows, columns=["id", "pz", "py", "px", "qz", "qy", "qx", "cz", "cy", "cx",
-                                                   "pre_sv", "post_sv", "size", "score"], nrows=len(rows))
-    # Sorted here rather than by ORDER BY, which makes SQLite sort through a temporary B-tree.
-    raw = raw.sort_values("id", kind="stable", ignore_index=True)
+    columns = _read_synapses(session, store, where)
     svs, roots = _root_map(session, store, edit)
 
-    def root_ids(column: str) -> np.ndarray:
-        ids = raw[column].to_numpy(dtype=np.int64)
-        index = np.clip(np.searchsorted(svs, ids), 0, max(len(svs) - 1, 0))
-        return roots[index] if len(svs) else np.zeros(len(ids), dtype=np.int64)
+    def root_ids(supervoxels: np.ndarray) -> np.ndarray:
+        """Each supervoxel's root by binary search in the sorted supervoxel -> root map."""
+        if not len(svs):
+            return np.zeros(len(supervoxels), dtype=np.int64)
+        return roots[np.clip(np.searchsorted(svs, supervoxels), 0, len(svs) - 1)]
+
+    def point(prefix: str) -> pd.Series:
+        return _points(np.column_stack([columns[f"{prefix}_{axis}_nm"] for axis in "zyx"]))
 
     return pd.DataFrame({
-        "id": raw["id"].to_numpy(dtype=np.int64),
-        "pre_pt_position": _points(raw[["pz", "py", "px"]].to_numpy(dtype=np.float64)),
-        "post_pt_position": _points(raw[["qz", "qy", "qx"]].to_numpy(dtype=np.float64)),
-        "ctr_pt_position": _points(raw[["cz", "cy", "cx"]].to_numpy(dtype=np.float64)),
-        "pre_pt_supervoxel_id": raw["pre_sv"].to_numpy(dtype=np.int64),
-        "post_pt_supervoxel_id": raw["post_sv"].to_numpy(dtype=np.int64),
-        "pre_pt_root_id": root_ids("pre_sv"),
-        "post_pt_root_id": root_ids("post_sv"),
-        "size": raw["size"].to_numpy(dtype=np.float64),
-        "score": raw["score"].to_numpy(dtype=np.float64),
+        "id": columns["id"],
+        "pre_pt_position": point("pre"),
+        "post_pt_position": point("post"),
+        "ctr_pt_position": point("ctr"),
+        "pre_pt_supervoxel_id": columns["pre_supervoxel_id"],
+        "post_pt_supervoxel_id": columns["post_supervoxel_id"],
+        "pre_pt_root_id": root_ids(columns["pre_supervoxel_id"]),
+        "post_pt_root_id": root_ids(columns["post_supervoxel_id"]),
+        "size": columns["size"],
+        "score": columns["score"],
     })
 
 

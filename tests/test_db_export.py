@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import inspect as sa_inspect
 from conftest import require
 
 from db import store as S
@@ -137,3 +138,37 @@ def test_add_synapses_refuses_unknown_supervoxels(wired):
     with pytest.raises(InputError, match="position_nm"):
         S.add_synapses(wired, [{"position_nm": (1, 2), "pre_supervoxel_id": 1, "post_supervoxel_id": 2}])
     assert len(S.synapse_table(wired)) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bulk_synapses_round_trip_exactly(backend, tmp_path):
+    """A load large enough for the bulk paths (SQLite rebuilds its indexes after; PostgreSQL COPYs)
+    reads back bit for bit, keeps the supervoxel indexes, and writes uint64 ids to Parquet."""
+    if backend == "postgresql":
+        require(postgres_url() is not None, "CONNECTOME_TEST_POSTGRES_URL is not set")
+    labels = grid_labels((2, 2, 3)).astype(np.uint64)
+    labels[labels == 12] = BIG_SUPERVOXEL
+    count = S.SYNAPSE_CHUNK_ROWS + 17
+    rng = np.random.default_rng(3)
+    ids = np.array(list(range(1, 12)) + [BIG_SUPERVOXEL])
+    rows = pd.DataFrame({"position_z_nm": rng.uniform(0, 1e5, count) / 3, "position_y_nm": rng.normal(0, 1e-300, count),
+                         "position_x_nm": rng.uniform(-1, 1, count) * 1e200,
+                         "pre_supervoxel_id": rng.choice(ids, count), "post_supervoxel_id": rng.choice(ids, count),
+                         "score": rng.uniform(0, 1, count) / 7, "size": rng.uniform(0, 1e9, count)})
+    with fresh_database_url(backend, tmp_path) as url, S.open_store(url) as store:
+        S.build_graph(store, labels, (40, 8, 8))
+        S.add_user(store, "ana", "proofreader")
+        assert S.add_synapses(store, rows) == count
+        S.merge(store, 1, BIG_SUPERVOXEL, user="ana")
+        table = S.synapse_table(store)
+        assert table["id"].is_monotonic_increasing and len(table) == count
+        assert np.array_equal(positions_zyx(table["ctr_pt_position"]), rows[["position_z_nm", "position_y_nm", "position_x_nm"]])
+        assert np.array_equal(table["score"], rows["score"]) and np.array_equal(table["size"], rows["size"])
+        assert table["post_pt_supervoxel_id"].tolist() == rows["post_supervoxel_id"].tolist()
+        assert (table["pre_pt_root_id"] == S.root_of(store, 1)).sum() == rows["pre_supervoxel_id"].isin([1, BIG_SUPERVOXEL]).sum()
+        indexes = {index["name"] for index in sa_inspect(store.engine).get_indexes("synapses")}
+        assert {"ix_synapses_dataset_pre", "ix_synapses_dataset_post"} <= indexes
+        written = export_connectivity(store, tmp_path / "out", "parquet")
+        schema = pq.read_schema(written["synapses"])
+        assert all(schema.field(name).type == "uint64" for name in ("id", "pre_pt_root_id", "post_pt_supervoxel_id"))
+        assert pq.read_table(written["synapses"]).column("pre_pt_supervoxel_id").to_pylist() == rows["pre_supervoxel_id"].tolist()
