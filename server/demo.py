@@ -9,11 +9,14 @@ Steps, each skipped when its output already exists (so a re-run resumes):
                     whole cube (same checkpoint; our box result stays as layer 'ffn'), else our result
     5. mesh         one mesh per supervoxel (merged neurons render as the union)
     6. graph        supervoxels and their adjacency graph in the store
-    7. synapses     detection where a model matched to the data exists, else skipped with advice
+    7. synapses     detection where a model matched to the data exists (the shipped synthetic one), else
+                    skipped with advice
     8. users        an admin and a proofreader, their login links kept in W/demo-logins.json
 
 Data: --data DIR laid out as the published files (fib25-training2/, ffn-fib25-google/), else a
-synthetic volume from `connectome synth`. Every step calls the owning package's command.
+synthetic volume from `connectome synth` with the small FFN and synapse models that ship in
+ffn/models and synapses/models (made by `python -m server.demo_models`, see their README.md).
+Every step calls the owning package's command.
 """
 from __future__ import annotations
 
@@ -33,7 +36,10 @@ FIB25_OPTIONS = "ffn-fib25-google/configs/inference_training_sample2.pbtxt"
 FIB25_PUBLISHED_SEGMENTATION = "ffn-fib25-google/results/fib25/sample-training2.npz"
 DEFAULT_FIB25_BBOX = "93,93,93,157,157,157"  # 64^3 in the middle: a few minutes of FFN on 2 cores
 SYNTHETIC_SHAPE = "96,96,96"
-SHIPPED_SYNTHETIC_MODEL = Path(__file__).resolve().parent.parent / "ffn" / "models" / "synthetic.pt"
+REPOSITORY = Path(__file__).resolve().parent.parent
+SHIPPED_SYNTHETIC_MODEL = REPOSITORY / "ffn" / "models" / "synthetic.pt"
+SHIPPED_SYNTHETIC_OPTIONS = REPOSITORY / "ffn" / "models" / "synthetic-inference.toml"
+SHIPPED_SYNAPSE_MODEL = REPOSITORY / "synapses" / "models" / "synthetic.pt"
 LOGINS_FILE = "demo-logins.json"
 GRAPH_MARKER = ".demo-graph-built"
 DEMO_USERS = (("admin", "admin"), ("ana", "proofreader"))
@@ -63,9 +69,12 @@ def plan_demo(data_dir: str | None, workspace: Workspace, bbox: str | None) -> D
                         published_segmentation=f"{root / FIB25_PUBLISHED_SEGMENTATION}:segmentation",
                         description=f"FIB-25 cube from {root} with Google's FFN checkpoint")
     synthetic = workspace.root / "synthetic.h5"
-    return DemoPlan(image_spec=f"{synthetic}:volumes/raw", checkpoint=None, options=None,
+    shipped = [name for name, path in (("FFN", SHIPPED_SYNTHETIC_MODEL), ("synapse", SHIPPED_SYNAPSE_MODEL)) if path.is_file()]
+    models = f" with the small {' and '.join(shipped)} model{'s' if len(shipped) > 1 else ''} shipped for it" if shipped else " (no shipped models found)"
+    options = SHIPPED_SYNTHETIC_OPTIONS if SHIPPED_SYNTHETIC_OPTIONS.is_file() else None
+    return DemoPlan(image_spec=f"{synthetic}:volumes/raw", checkpoint=None, options=options,
                     bbox=bbox, published_segmentation=None,
-                    description="a synthetic volume from 'connectome synth' (no --data given; works offline)")
+                    description=f"a synthetic volume from 'connectome synth'{models} (no --data given; works offline)")
 
 
 def run_command(argv: list[str]) -> None:
@@ -113,7 +122,7 @@ def build_demo(workspace_dir: str, data_dir: str | None = None, bbox: str | None
         if not SHIPPED_SYNTHETIC_MODEL.is_file():
             return f"no FFN model ships at {SHIPPED_SYNTHETIC_MODEL}; the synthetic ground-truth labels will stand in"
         model_path.write_bytes(SHIPPED_SYNTHETIC_MODEL.read_bytes())
-        return "using the small FFN model shipped for synthetic data"
+        return f"using the small FFN model shipped for synthetic data ({SHIPPED_SYNTHETIC_MODEL})"
 
     def segment() -> str:
         if not model_path.is_file():
@@ -158,7 +167,7 @@ def build_demo(workspace_dir: str, data_dir: str | None = None, bbox: str | None
         step(4, total, "segmentation to proofread", False, lambda: "the FFN result, layer 'segmentation'")
     step(5, total, "meshes", mesh_is_complete(workspace.layer_path("segmentation")), mesh)
     step(6, total, "adjacency graph", graph_is_built(workspace), graph)
-    step(7, total, "synapse detection", False, lambda: detect_synapses(workspace, plan))
+    step(7, total, "synapse detection", workspace.has_layer("segmentation_synapses"), lambda: detect_synapses(workspace, plan))
     step(8, total, "users", (workspace.root / LOGINS_FILE).is_file(), users)
     return workspace
 
@@ -182,7 +191,11 @@ def build_graph(workspace: Workspace, layer: str) -> str:
 
 
 def detect_synapses(workspace: Workspace, plan: DemoPlan) -> str:
-    """Synapse detection needs a model trained for this modality and voxel size; none ships for FIB-25."""
+    """Synapse detection needs a model trained for this modality and voxel size; only the synthetic one ships."""
+    if plan.checkpoint is None and SHIPPED_SYNAPSE_MODEL.is_file():
+        run_command(["synapses", "detect", "--workspace", str(workspace.root), "--image", "image",
+                     "--segmentation", "segmentation", "--model", str(SHIPPED_SYNAPSE_MODEL)])
+        return f"detected with the small synapse model shipped for synthetic data ({SHIPPED_SYNAPSE_MODEL})"
     return ("skipped: no synapse model matched to this data's modality and voxel size ships with connectome; "
             "train one on annotated data of the same kind with 'connectome synapses train', then run "
             f"'connectome synapses detect -w {workspace.root} --image image --segmentation segmentation --model MODEL.pt'")

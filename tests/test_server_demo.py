@@ -58,12 +58,13 @@ def test_offline_demo_builds_reuses_and_serves(tmp_path):
     first = run_cli("demo", "--workspace", str(workspace_dir), "--no-serve")
     assert first.returncode == 0, first.stderr[-2000:]
     print(f"offline demo built in {time.monotonic() - started:.0f} s")
-    assert "synthetic" in first.stdout and "NOT an FFN result" in first.stdout and "skipped" in first.stdout
+    assert "synthetic" in first.stdout and "using the small FFN model shipped" in first.stdout
+    assert "detected with the small synapse model shipped" in first.stdout
     logins = check_built(workspace_dir, minimum_supervoxels=5)
 
     again = run_cli("demo", "--workspace", str(workspace_dir), "--no-serve")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("already done, reusing it") == 6  # every step but synapse detection
+    assert again.stdout.count("already done, reusing it") == 7  # every step
     serve_and_open(workspace_dir, logins["admin"])
 
 
