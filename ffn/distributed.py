@@ -178,16 +178,10 @@ def run_distributed_segmentation(workspace, image_name: str, model_path: str | P
     from dataclasses import asdict
 
     from ffn.model import load_model
-    from ffn.segment_run import open_image
+    from ffn.segment_run import open_run
     from volumes.precomputed import write_layer
 
-    out_layer = workspace.layer_path(out_name)
-    if (out_layer / "info").exists() and not overwrite:
-        raise InputError(f"layer {out_name!r} already exists in the workspace; pass --overwrite to replace it")
-    volume = open_image(workspace, image_name)
-    box = bbox if bbox is not None else volume.box
-    if not volume.box.contains(box):
-        raise InputError(f"bbox {box.start}..{box.stop} lies outside the image of shape {volume.shape}")
+    out_layer, volume, box = open_run(workspace, image_name, out_name, bbox, overwrite)
     load_model(model_path)  # a bad model file fails here, before any worker starts
     segmenter = FFNSegmenter(Path(model_path).resolve(), asdict(options))
     labels = segment_distributed(volume.spec, box, segmenter, workspace.root / "ffn-runs" / out_name / "tasks",

@@ -37,6 +37,18 @@ def open_image(workspace, name: str):
     return open_volume(workspace.layer_url(name) if is_layer else name)
 
 
+def open_run(workspace, image_name: str, out_name: str, bbox: Box | None, overwrite: bool):
+    """Check a segmentation request before any work: (output layer path, image volume, box to segment)."""
+    out_layer = workspace.layer_path(out_name)
+    if (out_layer / "info").exists() and not overwrite:
+        raise InputError(f"layer {out_name!r} already exists in the workspace; pass --overwrite to replace it")
+    volume = open_image(workspace, image_name)
+    box = bbox if bbox is not None else volume.box
+    if not volume.box.contains(box):
+        raise InputError(f"bbox {box.start}..{box.stop} lies outside the image of shape {volume.shape}")
+    return out_layer, volume, box
+
+
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
@@ -63,13 +75,7 @@ def run_segmentation(workspace, image_name: str, model_path: str | Path, out_nam
     """Segment `image_name` (or its `bbox`, treated as the whole volume) and write layer `out_name`."""
     from volumes.precomputed import write_layer
 
-    out_layer = workspace.layer_path(out_name)
-    if (out_layer / "info").exists() and not overwrite:
-        raise InputError(f"layer {out_name!r} already exists in the workspace; pass --overwrite to replace it")
-    volume = open_image(workspace, image_name)
-    box = bbox if bbox is not None else volume.box
-    if not volume.box.contains(box):
-        raise InputError(f"bbox {box.start}..{box.stop} lies outside the image of shape {volume.shape}")
+    out_layer, volume, box = open_run(workspace, image_name, out_name, bbox, overwrite)
     model, config = load_model(model_path)
     if threads:
         torch.set_num_threads(threads)
