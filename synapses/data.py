@@ -104,21 +104,24 @@ def working_factors(source_resolution_nm: Sequence[float], working_resolution_nm
     return tuple(int(f) for f in factors)
 
 
+def _blocks(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    """View `array` as (z, fz, y, fy, x, fx) blocks, trimming the partial blocks at the far edges."""
+    z, y, x = (s // f for s, f in zip(array.shape, factors))
+    trimmed = array[: z * factors[0], : y * factors[1], : x * factors[2]]
+    return trimmed.reshape(z, factors[0], y, factors[1], x, factors[2])
+
+
 def downsample_mean(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     if all(f == 1 for f in factors):
         return array
-    z, y, x = (s // f for s, f in zip(array.shape, factors))
-    trimmed = array[: z * factors[0], : y * factors[1], : x * factors[2]]
-    return trimmed.reshape(z, factors[0], y, factors[1], x, factors[2]).mean(axis=(1, 3, 5))
+    return _blocks(array, factors).mean(axis=(1, 3, 5))
 
 
 def downsample_any(mask: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     """A working voxel is set when any of its source voxels is (thin clefts survive)."""
     if all(f == 1 for f in factors):
         return mask
-    z, y, x = (s // f for s, f in zip(mask.shape, factors))
-    trimmed = mask[: z * factors[0], : y * factors[1], : x * factors[2]]
-    return trimmed.reshape(z, factors[0], y, factors[1], x, factors[2]).any(axis=(1, 3, 5))
+    return _blocks(mask, factors).any(axis=(1, 3, 5))
 
 
 def open_image(spec: str, resolution_nm: Sequence[float] | None) -> Volume:
