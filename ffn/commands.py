@@ -5,6 +5,7 @@ import argparse
 import importlib
 
 from cli.main import add_workspace_argument
+from ffn.options import PRECISIONS
 from volumes.errors import InputError
 from volumes.geometry import Box, parse_zyx
 
@@ -79,7 +80,8 @@ def _register_segment(commands) -> None:
     parser.add_argument("--options", help="inference options: Google pbtxt or our TOML ([inference] table)")
     parser.add_argument("--bbox", help="z0,y0,x0,z1,y1,x1: segment only this box, as if it were the whole volume")
     parser.add_argument("--max-segments", type=int, help="stop after this many segments")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="network precision (default fp32)")
+    parser.add_argument("--precision", choices=list(PRECISIONS),
+                        help="network precision (default fp32; fp16 and tf32 need a GPU)")
     parser.add_argument("--threads", type=int, help="CPU threads for the network")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing layer (the saved state of the same request is reused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -18,6 +18,9 @@ import numpy as np
 from volumes.errors import InputError
 
 
+PRECISIONS = ("fp32", "bf16", "fp16", "tf32")
+
+
 @dataclass
 class InferenceOptions:
     """How to run and threshold the FFN; defaults are Google's FIB-25 settings."""
@@ -33,7 +36,7 @@ class InferenceOptions:
     seed_policy: str = "PolicyPeaks"
     seed_policy_args: dict = field(default_factory=dict)
     # Throughput settings (do not change fp32 results).
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | tf32 (the last two on GPU)
     channels_last: bool = True
     batch_size: int = 1  # canvases per forward pass
     compile: bool = False  # torch.compile the network (pays off for long runs, mainly on GPU)
@@ -48,8 +51,8 @@ class InferenceOptions:
         self.min_boundary_dist = tuple(int(v) for v in self.min_boundary_dist)
         if len(self.min_boundary_dist) != 3 or min(self.min_boundary_dist) < 0:
             raise InputError(f"min_boundary_dist must be three non-negative integers z,y,x, got {self.min_boundary_dist}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise InputError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if int(self.batch_size) < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
         self.batch_size = int(self.batch_size)

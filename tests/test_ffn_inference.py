@@ -228,3 +228,17 @@ def test_subvolume_tasks_tile_with_overlap_and_batch_into_shared_passes():
             assert truth[origin.start_zyx] > 0
             local = tuple(a - b for a, b in zip(origin.start_zyx, result.box.start))
             assert result.labels[local] == origin.id
+
+
+def test_gpu_only_precisions_are_refused_on_cpu_and_numerics_switches_are_restored():
+    from ffn.forward import cuda_numerics
+
+    for precision in ("fp16", "tf32"):
+        with pytest.raises(InputError, match="needs a GPU"):
+            ForwardRunner(toy_model(), precision, device="cpu")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.allow_tf32)
+    with cuda_numerics("fp32"):  # the reference path: deterministic kernels, no TF32
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.allow_tf32
+    with cuda_numerics("tf32"):
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.allow_tf32
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.allow_tf32) == before
