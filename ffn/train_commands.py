@@ -33,6 +33,9 @@ def register(ffn_subparsers) -> None:
     parser.add_argument("--val-bbox", help="held-out block z0,y0,x0,z1,y1,x1: never trained on, segmented and scored "
                                            "every validate_every steps and at the end")
     parser.add_argument("--val-max-segments", type=int, help="stop each validation after this many segments (faster)")
+    parser.add_argument("--keep-best", metavar="METRIC",
+                        help="keep the weights whose validation METRIC (e.g. voi_sum) is lowest, the starting ones "
+                             "included, as best-model.pt (needs --val-bbox)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: GPU when present)")
     parser.set_defaults(func=run_train)
 
@@ -47,6 +50,8 @@ def run_train(args: argparse.Namespace) -> int:
         options.max_steps = args.max_steps
     if args.device is not None:
         options.device = args.device
+    if args.keep_best:
+        options.keep_best = args.keep_best
     image_volume, label_volume = open_volume(args.image), open_volume(args.labels)
     if image_volume.shape != label_volume.shape:
         raise InputError(f"image shape {image_volume.shape} differs from label shape {label_volume.shape}")

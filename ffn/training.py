@@ -38,6 +38,8 @@ from volumes.geometry import Box
 
 STATE_FILE = "training-state.pt"
 MODEL_FILE = "model.pt"
+BEST_MODEL_FILE = "best-model.pt"
+BEST_FILE = "best.json"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "metrics.png"
 
@@ -62,6 +64,7 @@ class TrainingOptions:
     max_steps: int = 10000
     checkpoint_every: int = 500
     validate_every: int = 0  # 0: only at the end
+    keep_best: str = ""  # a validation metric to minimise (e.g. voi_sum): best-model.pt keeps the best weights
     log_every: int = 50
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -399,7 +402,28 @@ def train(image: np.ndarray, labels: np.ndarray, out_dir: str | Path, options: T
         trainer.model.train()
         record = {"kind": "validation", "step": trainer.step, "seconds": time.perf_counter() - started, **metrics}
         log(record)
+        if options.keep_best:
+            keep_if_best(record)
         return record
+
+    def keep_if_best(record: dict) -> None:
+        """Fine-tuning must not ship a regression: keep the weights that validated best, the initial ones included."""
+        if options.keep_best not in record:
+            raise InputError(f"keep_best: the validator reports no {options.keep_best!r} "
+                             f"(it has {', '.join(sorted(k for k in record if k != 'kind'))})")
+        best_path = out / BEST_FILE
+        best = json.loads(best_path.read_text()) if best_path.is_file() else None
+        if best is None or record[options.keep_best] < best["value"]:
+            save_model(out / BEST_MODEL_FILE, trainer.inference_model(), config)
+            tmp = best_path.with_name(BEST_FILE + ".tmp")
+            tmp.write_text(json.dumps({"metric": options.keep_best, "value": record[options.keep_best],
+                                       "step": trainer.step}) + "\n")
+            os.replace(tmp, best_path)
+
+    if options.keep_best and validator is None:
+        raise InputError("keep_best needs a validation block (--val-bbox)")
+    if options.keep_best and not (out / BEST_FILE).is_file():
+        validate()  # the starting weights are a candidate too
 
     deadline = time.monotonic() + 60 * max_minutes if max_minutes is not None else None
     window: list[dict] = []

@@ -151,3 +151,31 @@ def test_no_training_patch_reaches_the_held_out_block():
     for _ in range(500):
         z, y, x = source.centres.sample()
         assert z + radius < held_out.start[0]
+
+
+def test_keep_best_keeps_the_weights_that_validate_best(tmp_path):
+    image, labels = synthetic_volume()
+    config = FFNConfig(**TINY_MODEL)
+    start = build_model(config)
+    save_model(tmp_path / "start.pt", start, config)
+
+    def validator(model, config):  # the loss on fixed examples, measured on the weights being trained
+        save_model(tmp_path / "probe.pt", model, config)
+        return {"fov_loss": centre_fov_loss(tmp_path / "probe.pt", image, labels)}
+
+    common = dict(min_object_voxels=20, log_every=5, keep_best="fov_loss", seed=1)
+    ruinous = TrainingOptions(learning_rate=50.0, gradient_clip=0, max_steps=6, validate_every=3, **common)
+    train(image, labels, tmp_path / "ruined", ruinous, init_model=tmp_path / "start.pt", validator=validator, progress=False)
+    assert json.loads((tmp_path / "ruined" / "best.json").read_text())["step"] == 0
+    kept, _ = load_model(tmp_path / "ruined" / "best-model.pt")
+    for name, value in start.state_dict().items():
+        assert torch.equal(value, kept.state_dict()[name]), name
+
+    helpful = TrainingOptions(optimizer="adam", max_steps=30, validate_every=15, **common)
+    train(image, labels, tmp_path / "tuned", helpful, init_model=tmp_path / "start.pt", validator=validator, progress=False)
+    best = json.loads((tmp_path / "tuned" / "best.json").read_text())
+    first = next(r for r in read_metrics(tmp_path / "tuned" / "metrics.jsonl") if r["kind"] == "validation")
+    assert first["step"] == 0 and best["step"] > 0 and best["value"] < first["fov_loss"]
+
+    with pytest.raises(InputError, match="keep_best needs"):
+        train(image, labels, tmp_path / "none", helpful, init_model=tmp_path / "start.pt", progress=False)

@@ -1,6 +1,8 @@
 """`connectome ffn train` end to end on a small synthetic volume, with validation and bad input."""
 from __future__ import annotations
 
+import json
+
 
 import h5py
 import numpy as np
@@ -37,11 +39,15 @@ def test_train_command_trains_validates_and_resumes(tmp_path):
     volume = write_volume(tmp_path / "v.h5", image, labels)
     (tmp_path / "train.toml").write_text(CONFIG)
     args = ["ffn", "train", "--image", f"{volume}:raw", "--labels", f"{volume}:labels", "--out", str(tmp_path / "run"),
-            "--config", str(tmp_path / "train.toml"), "--val-bbox", "24,0,0,40,32,32", "--max-steps", "4"]
+            "--config", str(tmp_path / "train.toml"), "--val-bbox", "24,0,0,40,32,32", "--keep-best", "voi_sum",
+            "--max-steps", "4"]
     assert main(args) == 0
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     validation = [r for r in records if r["kind"] == "validation"]
     assert validation and {"voi_split_labelled", "voi_merge_labelled", "adapted_rand_error", "erl_nm"} <= set(validation[-1])
+    best = json.loads((tmp_path / "run" / "best.json").read_text())  # the starting weights were validated too
+    assert validation[0]["step"] == 0 and best["value"] == min(r["voi_sum"] for r in validation)
+    assert (tmp_path / "run" / "best-model.pt").is_file()
     assert main(args[:-1] + ["6"]) == 0
     steps = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
     assert steps == [2, 4, 6]
