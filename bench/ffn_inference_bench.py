@@ -6,7 +6,8 @@ Per-step timings of the same network, measured in this run on the same FOVs:
   (b) a naive PyTorch loop: one canvas, fp32, default (channels-first) layout;
   ours: fp32 channels-last, batch 1 and batch B (several canvases per forward pass), bf16.
 Then the whole crop is segmented with our fp32 path (voxels/s, s/step, GFLOP/s) and,
-with --fast-segmentation, with the fastest path too (VOI against the fp32 result).
+with --fast-segmentation, with each reduced precision too (VOI against the fp32 result):
+bf16 on CPU (when native or --bf16); tf32, fp16 and bf16 on a GPU.
 
 Usage: .venv/bin/python bench/ffn_inference_bench.py [--rounds 5] [--threads 2] [--batch 4] [--no-segmentation]
        [--fast-segmentation] [--bf16]
@@ -101,6 +102,13 @@ def tensorflow_forward(tensors: dict, depth: int, threads: int):
     return forward, tf.__version__
 
 
+def fast_precisions_here(force_bf16: bool) -> list[str]:
+    """Reduced precisions worth timing here: tf32, fp16 and bf16 on a GPU; bf16 on a CPU that has it natively."""
+    if torch.cuda.is_available():
+        return ["tf32", "fp16", "bf16"]
+    return ["bf16"] if force_bf16 or native_bf16_cpu() else []
+
+
 def native_bf16_cpu() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text()
@@ -160,10 +168,11 @@ def main() -> None:
         paths.insert(0, (f"(a) TensorFlow {tf_version} fp32 forward", tf_forward, 1))
         difference = np.abs(tf_forward(images[:1], seeds[:1]) - fp32(images[:1], seeds[:1])).max()
         print(f"TensorFlow vs ours fp32 logits: max |difference| {difference:.2e}")
-    if args.bf16 or torch.cuda.is_available() or native_bf16_cpu():
-        paths.append((f"ours bf16 channels-last, {args.batch} canvases/pass",
-                      ForwardRunner(model, "bf16", channels_last=True), args.batch))
-    else:
+    fast_precisions = fast_precisions_here(args.bf16)
+    for precision in fast_precisions:
+        paths.append((f"ours {precision} channels-last, {args.batch} canvases/pass",
+                      ForwardRunner(model, precision, channels_last=True), args.batch))
+    if "bf16" not in fast_precisions:
         print("bf16 skipped: this CPU has no native bf16 (no avx512_bf16/amx_bf16), where oneDNN emulates it "
               "~100x slower than fp32; --bf16 measures it anyway")
     seconds = interleaved_seconds_per_step(paths, images, seeds, args.rounds)
@@ -174,7 +183,7 @@ def main() -> None:
     baseline_name = "TensorFlow" if tf_seconds is not None else "naive PyTorch"
     print(f"\nPer FFN step (depth {config.depth}, FOV {config.fov_size}: {gflop:.1f} GFLOP/step), {args.threads} threads, median of {args.rounds} alternating rounds:")
     for name, per_step in rows:
-        print(f"  {name:<52} {per_step:7.3f} s/step  {gflop / per_step:7.1f} GFLOP/s  {baseline / per_step:5.2f}x vs {baseline_name}")
+        print(f"  {name:<52} {1000 * per_step:8.2f} ms/step  {gflop / per_step:8.1f} GFLOP/s  {baseline / per_step:5.2f}x vs {baseline_name}")
 
     if args.no_segmentation:
         return
@@ -184,12 +193,12 @@ def main() -> None:
     if tf_seconds is not None:
         print(f"  per step vs TensorFlow forward: {tf_seconds / (total / canvas.steps):.2f}x "
               f"(Google's own inference on this crop here: ~0.27 s/step, 726 steps)")
-    if args.fast_segmentation:
-        fastest = min((r for r in rows if r[0].startswith("ours")), key=lambda r: r[1])[0]
-        precision = "bf16" if "bf16" in fastest else "fp32"
-        fast, fast_seconds = segment(image, model, config, options, precision, True)
-        print(f"fastest path ({precision}): {len(fast.origins)} segments, {fast.steps} steps, {fast_seconds:.1f} s, "
-              f"VOI to fp32 {variation_of_information(canvas.labels(), fast.labels()):.4f} nats")
+    if args.fast_segmentation:  # each reduced precision must keep the segmentation within VOI 0.05 of fp32
+        for precision in fast_precisions:
+            fast, fast_seconds = segment(image, model, config, options, precision, True)
+            voi = variation_of_information(canvas.labels(), fast.labels())
+            print(f"{precision}: {len(fast.origins)} segments, {fast.steps} steps, {fast_seconds:.1f} s, "
+                  f"VOI to fp32 {voi:.4f} nats ({'within' if voi <= 0.05 else 'NOT within'} 0.05)")
 
 
 if __name__ == "__main__":

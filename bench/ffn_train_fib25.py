@@ -2,7 +2,9 @@
 
 1. Import Google's published FIB-25 checkpoint (depth 12, FOV 33^3, ~27.5 M steps).
 2. Train from scratch with Google's recipe on z < 150 for --budget-minutes.
-3. Fine-tune Google's model on z < 150 for --budget-minutes.
+3. Fine-tune Google's model on z < 150 for --budget-minutes, validating on a block inside that
+   range that training never sees (default z 110-150, x < 125) and keeping the weights that validate best
+   (Google's own included): fine-tuning must not ship a regression.
 4. Segment the evaluation block (default z >= 150, the whole 100 x 250 x 250) with each of
    the three models using Google's FIB-25 inference settings, and score each against the
    ground truth: VOI (nats, labelled voxels and all), adapted Rand error, ERL/NERL.
@@ -16,6 +18,12 @@ a CPU budget of minutes to hours buys hundreds to a few thousand steps.
     # smoke test: tiny budget and a small evaluation crop
     .venv/bin/python bench/ffn_train_fib25.py --out /tmp/fib25-smoke --budget-minutes 1 \
         --eval-bbox 150,90,90,250,170,170 --max-segments 5
+
+Stages (--stages, default all of them): `scratch` and `finetune` train, `segment`
+segments the evaluation block with --models (cached as segmentation-NAME.npz),
+`score` scores the cached segmentations (kimimaro for ERL). A GPU machine can run
+the training and segmentation stages in parallel processes (bench/gpu_runs.sh) and
+this machine the scoring: `--stages score` never trains.
 """
 from __future__ import annotations
 
@@ -37,7 +45,7 @@ from ffn.model import FFNConfig, load_model, save_model  # noqa: E402
 from ffn.options import InferenceOptions  # noqa: E402
 from ffn.skeleton_metrics import expected_run_length, skeletonize_labels  # noqa: E402
 from ffn.tf_checkpoint import import_tf_checkpoint  # noqa: E402
-from ffn.training import TrainingOptions, load_training_config, train  # noqa: E402
+from ffn.training import BlockValidator, TrainingOptions, load_training_config, train  # noqa: E402
 from volumes.geometry import Box  # noqa: E402
 
 TRAIN_Z_STOP = 150
@@ -57,22 +65,27 @@ def import_google_model(out: Path) -> Path:
     return path
 
 
-def segment_and_score(name: str, model_path: Path, image: np.ndarray, labels: np.ndarray, skeletons,
-                      out: Path, max_segments: int | None) -> dict:
-    """Segment the evaluation block with one model (cached as npz) and score it."""
+def segment_block(name: str, model_path: Path, image: np.ndarray, out: Path, max_segments: int | None) -> Path:
+    """Segment the evaluation block with one model, once: the result is cached as segmentation-NAME.npz."""
     seg_path = out / f"segmentation-{name}.npz"
-    if seg_path.is_file():
-        data = np.load(seg_path)
-        segmentation, steps, seconds = data["segmentation"], int(data["ffn_steps"]), float(data["seconds"])
-    else:
+    if not seg_path.is_file():
         model, config = load_model(model_path)
         started = time.perf_counter()
         segmentation, origins = segment_subvolume(image, model, config, InferenceOptions(max_segments=max_segments))
         seconds = time.perf_counter() - started
         steps = sum(o.iters for o in origins)
         tmp = seg_path.with_name(seg_path.stem + ".tmp.npz")
-        np.savez_compressed(tmp, segmentation=segmentation, ffn_steps=steps, seconds=seconds)
+        np.savez_compressed(tmp, segmentation=segmentation.astype(np.uint32), ffn_steps=steps, seconds=seconds,
+                            device=str(next(model.parameters()).device))
         os.replace(tmp, seg_path)
+        print(f"segmented with {name}: {steps} FFN steps in {seconds:.1f} s", flush=True)
+    return seg_path
+
+
+def score_block(name: str, seg_path: Path, labels: np.ndarray, skeletons) -> dict:
+    """VOI, adapted Rand error and ERL of one cached segmentation of the evaluation block."""
+    with np.load(seg_path) as data:
+        segmentation, steps, seconds = data["segmentation"].astype(np.uint64), int(data["ffn_steps"]), float(data["seconds"])
     report = evaluate_segmentation(segmentation, labels)
     report.pop("conventions")
     erl = expected_run_length(skeletons, segmentation, RESOLUTION_NM)
@@ -81,17 +94,35 @@ def segment_and_score(name: str, model_path: Path, image: np.ndarray, labels: np
     return report
 
 
+STAGES = ("scratch", "finetune", "segment", "score")
+MODELS = ("google", "scratch", "finetune")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--budget-minutes", type=float, required=True, help="training wall time for EACH of the two trainings")
+    parser.add_argument("--budget-minutes", type=float, default=0.0,
+                        help="training wall time for EACH of the two trainings (needed by the training stages)")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--models", default=",".join(MODELS), help="models the segment and score stages use")
     parser.add_argument("--scratch-config", help="TOML [model]/[training] for the from-scratch model (default: Google's)")
-    parser.add_argument("--finetune-learning-rate", type=float, default=1e-4,
-                        help="SGD learning rate when fine-tuning Google's model (default 1e-4)")
+    parser.add_argument("--finetune-learning-rate", type=float, default=3e-5,
+                        help="SGD learning rate when fine-tuning Google's model (default 3e-5)")
+    parser.add_argument("--finetune-val-bbox", default=f"110,0,0,{TRAIN_Z_STOP},250,125",
+                        help="validation block for fine-tuning (inside z < 150, excluded from its training)")
+    parser.add_argument("--validate-every", type=int, default=500, help="fine-tuning steps between validations")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="training steps between checkpoints")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     parser.add_argument("--eval-bbox", default=f"{TRAIN_Z_STOP},0,0,250,250,250", help="held-out block to segment and score")
     parser.add_argument("--max-segments", type=int, help="stop each segmentation after this many segments (smoke tests)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    stages = [s for s in args.stages.split(",") if s]
+    models = [m for m in args.models.split(",") if m]
+    if set(stages) - set(STAGES) or set(models) - set(MODELS):
+        parser.error(f"--stages takes {','.join(STAGES)} and --models {','.join(MODELS)}")
+    if {"scratch", "finetune"} & set(stages) and args.budget_minutes <= 0:
+        parser.error("the training stages need --budget-minutes")
 
     import torch
 
@@ -106,34 +137,55 @@ def main() -> None:
     train_image, train_labels = image[:TRAIN_Z_STOP], labels[:TRAIN_Z_STOP]
     eval_image, eval_labels = image[eval_box.slices()], labels[eval_box.slices()]
     google = import_google_model(args.out)
+    common = dict(max_steps=10 ** 9, checkpoint_every=args.checkpoint_every, log_every=10, device=args.device)
 
-    scratch_fields, scratch_options = load_training_config(args.scratch_config)
-    scratch_options.max_steps = 10 ** 9  # the time budget stops it
-    scratch_options.checkpoint_every = 100
-    scratch_options.log_every = 10
-    print(f"training from scratch on z < {TRAIN_Z_STOP} for {args.budget_minutes} min", flush=True)
-    train(train_image, train_labels, args.out / "scratch", scratch_options, scratch_fields,
-          max_minutes=args.budget_minutes)
-    finetune_options = TrainingOptions(max_steps=10 ** 9, checkpoint_every=100, log_every=10,
-                                       learning_rate=args.finetune_learning_rate)
-    print(f"fine-tuning Google's model on z < {TRAIN_Z_STOP} for {args.budget_minutes} min", flush=True)
-    train(train_image, train_labels, args.out / "finetune", finetune_options, init_model=google,
-          max_minutes=args.budget_minutes)
+    if "scratch" in stages:
+        scratch_fields, scratch_options = load_training_config(args.scratch_config)
+        for key, value in common.items():  # the time budget stops it
+            setattr(scratch_options, key, value)
+        print(f"training from scratch on z < {TRAIN_Z_STOP} for {args.budget_minutes} min", flush=True)
+        train(train_image, train_labels, args.out / "scratch", scratch_options, scratch_fields,
+              max_minutes=args.budget_minutes, progress=False)
+    if "finetune" in stages:
+        finetune_options = TrainingOptions(learning_rate=args.finetune_learning_rate, keep_best="voi_sum",
+                                           validate_every=args.validate_every, **common)
+        val_box = Box.parse(args.finetune_val_bbox)
+        if val_box.stop[0] > TRAIN_Z_STOP:
+            parser.error(f"--finetune-val-bbox must lie in z < {TRAIN_Z_STOP}")
+        validator = BlockValidator(image[val_box.slices()], labels[val_box.slices()], RESOLUTION_NM,
+                                   InferenceOptions(), with_erl=False)
+        print(f"fine-tuning Google's model on z < {TRAIN_Z_STOP} for {args.budget_minutes} min, validating on "
+              f"{val_box.start}-{val_box.stop}", flush=True)
+        train(train_image, train_labels, args.out / "finetune", finetune_options, init_model=google,
+              held_out_boxes=[val_box], validator=validator, max_minutes=args.budget_minutes, progress=False)
+    finetuned = args.out / "finetune" / "best-model.pt"
+    paths = {"google": google, "scratch": args.out / "scratch" / "model.pt",
+             "finetune": finetuned if finetuned.is_file() else args.out / "finetune" / "model.pt"}
+    if "segment" in stages:
+        for name in models:
+            print(f"segmenting {eval_box.start}-{eval_box.stop} with {name}", flush=True)
+            segment_block(name, paths[name], eval_image, args.out, args.max_segments)
+    if "score" in stages:
+        report_scores(args, eval_box, eval_labels, models)
 
+
+def report_scores(args, eval_box: Box, eval_labels: np.ndarray, models: list[str]) -> None:
+    """Score every cached segmentation of the evaluation block, print the table and write summary.json."""
     print(f"skeletonising the evaluation block {eval_box.start}-{eval_box.stop}", flush=True)
     skeletons = skeletonize_labels(eval_labels, RESOLUTION_NM)
-    models = {"google": google, "scratch": args.out / "scratch" / "model.pt", "finetune": args.out / "finetune" / "model.pt"}
     reports = []
-    for name, path in models.items():
-        print(f"segmenting with {name}", flush=True)
-        reports.append(segment_and_score(name, path, eval_image, eval_labels, skeletons, args.out, args.max_segments))
+    for name in models:
+        seg_path = args.out / f"segmentation-{name}.npz"
+        if not seg_path.is_file():
+            raise SystemExit(f"{seg_path} is missing: run the segment stage for {name} first")
+        reports.append(score_block(name, seg_path, eval_labels, skeletons))
     steps = {name: _last_step(args.out / name) for name in ("scratch", "finetune")}
     summary = {"eval_bbox": [list(eval_box.start), list(eval_box.stop)], "budget_minutes_each": args.budget_minutes,
                "training_steps": steps, "max_segments": args.max_segments, "reports": reports}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    print(f"\nheld-out block {eval_box.start}-{eval_box.stop}; training {args.budget_minutes} min each "
-          f"({steps['scratch']} steps from scratch, {steps['finetune']} fine-tuning steps, batch 4)")
+    print(f"\nheld-out block {eval_box.start}-{eval_box.stop}; "
+          f"{steps['scratch']} training steps from scratch, {steps['finetune']} fine-tuning steps, batch 4")
     print(f"{'model':>9} {'VOI split':>9} {'VOI merge':>9} {'(labelled)':>10} {'VOI sum':>8} {'ARE':>6} "
           f"{'ERL um':>7} {'NERL':>6} {'merges':>6} {'steps':>6} {'labelled':>8}")
     for r in reports:
@@ -141,10 +193,14 @@ def main() -> None:
               f"{r['voi_split_labelled']:5.3f}/{r['voi_merge_labelled']:4.3f} {r['voi_sum']:8.3f} "
               f"{r['adapted_rand_error']:6.3f} {r['erl_nm'] / 1000:7.3f} {r['nerl']:6.3f} {r['n_merged_segments']:6d} "
               f"{r['ffn_steps']:6d} {100 * r['labelled_fraction']:7.1f}%")
-    google_sum = reports[0]["voi_sum"]
-    for r in reports[1:]:
-        print(f"{r['model']}: VOI sum {r['voi_sum'] / google_sum:.2f}x Google's (aim: <= 1.5x for scratch, <= 1.0x "
-              f"fine-tuned; read it with the labelled fraction: an empty segmentation of a block one object dominates scores low)")
+    by_name = {r["model"]: r for r in reports}
+    if "google" in by_name:
+        google_sum = by_name["google"]["voi_sum"]
+        for r in reports:
+            if r["model"] != "google":
+                print(f"{r['model']}: VOI sum {r['voi_sum'] / google_sum:.2f}x Google's (aim: <= 1.5x for scratch, "
+                      f"<= 1.0x fine-tuned; read it with the labelled fraction: an empty segmentation of a block "
+                      f"one object dominates scores low)")
 
 
 def _last_step(run_dir: Path) -> int:

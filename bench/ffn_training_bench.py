@@ -133,12 +133,16 @@ def main() -> None:
     parser.add_argument("--fov", type=int, default=33, help="isotropic FOV size")
     parser.add_argument("--deltas", type=int, default=8)
     parser.add_argument("--tf-site", default=os.environ.get("CONNECTOME_TF_SITE", str(Path(__file__).resolve().parent.parent / ".bench-tf")), help="directory holding tensorflow-cpu")
+    parser.add_argument("--gpu-only", action="store_true", help="only the GPU figure (a GPU machine without TensorFlow)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     config = FFNConfig(depth=args.depth, fov_size=(args.fov,) * 3, deltas=(args.deltas,) * 3)
     print(f"network: depth {config.depth}, {config.features} features, FOV {config.fov_size}, batch 4, "
           f"{config.flops_per_step() / 1e9:.1f} GFLOP forward per FOV; {args.threads} CPU threads")
+    if args.gpu_only:
+        gpu_figure(config, args.steps)
+        return
     # TensorFlow reads its thread settings once, before first use
     tf, why_not = load_tensorflow(args.tf_site)
     if tf is not None:
@@ -166,14 +170,20 @@ def main() -> None:
     if tf is not None:
         ours, theirs = best.values()
         print(f"  ratio on CPU: ours is {ours / theirs:.2f}x TensorFlow per example")
-    if torch.cuda.is_available():
-        gpu_step = pytorch_step(config, "cuda")
-        for _ in range(3):
-            gpu_step()
-        gpu = examples_per_second(gpu_step, max(args.steps, 20))
-        print(f"  PyTorch on {torch.cuda.get_device_name()}: {gpu:.1f} examples/s")
-    else:
+    gpu_figure(config, args.steps)
+
+
+def gpu_figure(config: FFNConfig, steps: int) -> None:
+    """Our training loop's examples/s on the GPU, when there is one (TF32 convolutions, PyTorch's default)."""
+    if not torch.cuda.is_available():
         print("  no GPU here: no GPU figure")
+        return
+    gpu_step = pytorch_step(config, "cuda")
+    for _ in range(5):
+        gpu_step()
+    rates = [examples_per_second(gpu_step, max(steps, 50)) for _ in range(3)]
+    print(f"  PyTorch {torch.__version__} on {torch.cuda.get_device_name()}: {max(rates):.1f} examples/s "
+          f"(best of 3 rounds of {max(steps, 50)} steps, batch 4)")
 
 
 if __name__ == "__main__":
