@@ -6,7 +6,8 @@ locks the dataset's row first thing. That keeps edit ids in commit order, which 
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, select, text, update
+from sqlalchemy import Connection, CursorResult, Engine, create_engine, event, select, text
 from sqlalchemy.orm import Session
 
 from db.models import Counter, Dataset
@@ -31,6 +32,8 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 # First root id handed out: far above the supervoxel ids of any FFN segmentation, so the two are
 # never mistaken for each other when printed side by side.
 ROOT_ID_BASE = 10**12
+WAL_CHECKPOINT_INTERVAL_S = 0.5
+WAL_BACKSTOP_PAGES = 20_000  # 80 MB of 4 KiB pages
 
 
 def make_engine(url: str) -> Engine:
@@ -38,6 +41,8 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _configure_sqlite(engine)
+        if engine.url.database and engine.url.database != ":memory:":
+            WalCheckpointer(engine).start()
         return engine
     if url.startswith("postgresql"):
         return create_engine(url, pool_pre_ping=True)
@@ -54,6 +59,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints run on WalCheckpointer's thread; this is only the backstop should it stall.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -62,6 +69,59 @@ def _configure_sqlite(engine: Engine) -> None:
         # timeout instead of one failing when it upgrades a read lock.
         immediate = connection.get_execution_options().get("write", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class WalCheckpointer:
+    """Copies SQLite's write-ahead log back into the database from a background thread.
+
+    SQLite otherwise checkpoints inside whichever commit crosses the WAL size limit, so
+    roughly one edit in ten paid for copying and syncing everyone's pages (the p99 of
+    merges). PASSIVE checkpoints never block readers or writers. The thread ends with
+    `stop_checkpointer` (Store.close) or at the first error (say, the file was removed);
+    SQLite's own backstop checkpoint and the checkpoint on the last close still apply.
+    """
+
+    _running: dict[int, "WalCheckpointer"] = {}
+
+    def __init__(self, engine: Engine, interval_s: float = WAL_CHECKPOINT_INTERVAL_S):
+        self.engine, self.interval_s = engine, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="connectome-wal-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        WalCheckpointer._running[id(self.engine)] = self
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        WalCheckpointer._running.pop(id(self.engine), None)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                connection = self.engine.raw_connection()
+                try:
+                    connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                finally:
+                    connection.close()
+            except Exception:  # the database went away, or the engine was disposed of for good
+                self.stop()
+
+
+def checkpointer_for(engine: Engine) -> WalCheckpointer | None:
+    """The engine's background checkpointer, while it runs (SQLite files only)."""
+    return WalCheckpointer._running.get(id(engine))
+
+
+def stop_checkpointer(engine: Engine) -> None:
+    """End the engine's background checkpoints (before disposing of it)."""
+    checkpointer = checkpointer_for(engine)
+    if checkpointer is not None:
+        checkpointer.stop()
 
 
 def migrate(engine: Engine) -> None:
@@ -142,11 +202,25 @@ def take_ids(session: Session, counter: str, count: int) -> list[int]:
     """
     if count == 0:
         return []
-    table = Counter.__table__
-    end = session.connection().execute(
-        update(table).where(table.c.name == counter).values(next_value=table.c.next_value + count)
-        .returning(table.c.next_value)).scalar_one()
+    end = run_sql(session.connection(), "UPDATE counters SET next_value = next_value + ? WHERE name = ? RETURNING next_value",
+                  (count, counter)).scalar_one()
     return list(range(end - count, end))
+
+
+def run_sql(connection: Connection, sql: str, params: "Sequence | list[tuple]" = ()) -> CursorResult:
+    """One statement as plain SQL with `?` placeholders (a list of tuples: executemany).
+
+    For the per-edit hot path: building a Core statement costs about ten times the SQLite
+    work it asks for (~0.35 ms against ~0.03 ms), and an edit runs a dozen of them.
+    """
+    if connection.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    return connection.exec_driver_sql(sql, params if isinstance(params, list) else tuple(params))
+
+
+def placeholders(count: int) -> str:
+    """`?, ?, ...`: the placeholders of an IN list."""
+    return ", ".join(["?"] * count)
 
 
 def now() -> datetime:

@@ -58,10 +58,11 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
-from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from db.connection import ensure_dataset, make_engine, migrate, now, read_session, take_ids, write_session
+from db.connection import (ensure_dataset, make_engine, migrate, now, placeholders, read_session, run_sql,
+                           stop_checkpointer, take_ids, write_session)
 from db.graph import region_graph
 from db.models import (Adjacency, AgglomerationEdge, Dataset, Edit, Layer, Root, RootMember, Supervoxel, Synapse,
                        User)
@@ -137,7 +138,8 @@ class Store:
         self.dataset_id = dataset_id
 
     def close(self) -> None:
-        """Dispose of the connection pool."""
+        """Stop background checkpoints and dispose of the connection pool."""
+        stop_checkpointer(self.engine)
         self.engine.dispose()
 
     def __enter__(self) -> "Store":
@@ -278,7 +280,7 @@ def _user_row(session: Session, user: "str | User") -> User:
 def _editor(session: Session, user: "str | User"):
     """The acting user (id, name, role), refused unless their role may change the store."""
     name = user.name if isinstance(user, User) else user
-    row = session.connection().execute(select(User.id, User.name, User.role).where(User.name == name)).first()
+    row = run_sql(session.connection(), "SELECT id, name, role FROM users WHERE name = ?", (name,)).first()
     if row is None:
         raise InputError(f"unknown user {name!r} (add one with 'connectome user add NAME --role proofreader')")
     if row.role not in ("admin", "proofreader"):
@@ -306,8 +308,8 @@ def _current_roots(session: Session, store: Store, supervoxels: Sequence[int]) -
     unique = sorted(set(supervoxels))
     for start in range(0, len(unique), 10_000):
         part = unique[start:start + 10_000]
-        found.update(session.connection().execute(select(Supervoxel.id, Supervoxel.root_id).where(
-            Supervoxel.dataset_id == store.dataset_id, Supervoxel.id.in_(part))).all())
+        found.update(run_sql(session.connection(), f"SELECT id, root_id FROM supervoxels WHERE dataset_id = ? "
+                          f"AND id IN ({placeholders(len(part))})", (store.dataset_id, *part)).all())
     missing = [sv for sv in unique if sv not in found]
     if missing:
         listed = ", ".join(str(sv) for sv in missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -359,14 +361,15 @@ def _active_edges_of_roots(session: Session, store: Store, roots: Sequence[int],
     """
     connection = session.connection()
     if members is None:
-        members = connection.execute(select(Supervoxel.id).where(
-            Supervoxel.dataset_id == store.dataset_id, Supervoxel.root_id.in_(list(roots)))).scalars().all()
-    edge = AgglomerationEdge
+        roots = list(roots)
+        members = run_sql(connection, f"SELECT id FROM supervoxels WHERE dataset_id = ? AND root_id IN ({placeholders(len(roots))})",
+                       (store.dataset_id, *roots)).scalars().all()
     rows: list[tuple[int, int, int]] = []
     for start in range(0, len(members), 10_000):
-        rows.extend(tuple(row) for row in connection.execute(select(edge.id, edge.sv_a, edge.sv_b).where(
-            edge.dataset_id == store.dataset_id, edge.sv_a.in_(list(members[start:start + 10_000])),
-            edge.removed_edit.is_(None))))
+        part = list(members[start:start + 10_000])
+        rows.extend(tuple(row) for row in run_sql(
+            connection, f"SELECT id, sv_a, sv_b FROM agglomeration_edges WHERE dataset_id = ? AND sv_a IN ({placeholders(len(part))}) "
+                        "AND removed_edit IS NULL", (store.dataset_id, *part)))
     return rows
 
 
@@ -381,17 +384,16 @@ def _apply_edge_changes(session: Session, store: Store, edit: dict[str, Any], af
     dataset_id, edit_id = store.dataset_id, edit["id"]
     affected = sorted(set(affected_roots))
     if add_pairs:
-        connection.execute(insert(AgglomerationEdge), [
-            {"dataset_id": dataset_id, "sv_a": a, "sv_b": b, "added_edit": edit_id, "removed_edit": None}
-            for a, b in add_pairs])
+        _insert_tuples(connection, AgglomerationEdge.__tablename__, ("dataset_id", "sv_a", "sv_b", "added_edit"),
+                       ((dataset_id, a, b, edit_id) for a, b in add_pairs))
     removed: list[tuple[int, int]] = []
     if remove_edge_ids:
-        removed = sorted(tuple(row) for row in connection.execute(select(AgglomerationEdge.sv_a, AgglomerationEdge.sv_b)
-                                                                  .where(AgglomerationEdge.id.in_(list(remove_edge_ids)))))
-        connection.execute(update(AgglomerationEdge).where(AgglomerationEdge.id.in_(list(remove_edge_ids)))
-                           .values(removed_edit=edit_id))
-    roots = connection.execute(select(Supervoxel.id, Supervoxel.root_id).where(
-        Supervoxel.dataset_id == dataset_id, Supervoxel.root_id.in_(affected))).all()
+        ids = list(remove_edge_ids)
+        removed = sorted(tuple(row) for row in run_sql(
+            connection, f"SELECT sv_a, sv_b FROM agglomeration_edges WHERE id IN ({placeholders(len(ids))})", tuple(ids)))
+        run_sql(connection, f"UPDATE agglomeration_edges SET removed_edit = ? WHERE id IN ({placeholders(len(ids))})", (edit_id, *ids))
+    roots = run_sql(connection, f"SELECT id, root_id FROM supervoxels WHERE dataset_id = ? AND root_id IN ({placeholders(len(affected))})",
+                 (dataset_id, *affected)).all()
     if remove_edge_ids:
         members = [sv for sv, _ in roots]
         pairs = [(a, b) for _, a, b in _active_edges_of_roots(session, store, affected, members)]
@@ -405,20 +407,18 @@ def _apply_edge_changes(session: Session, store: Store, edit: dict[str, Any], af
             by_root[root].append(sv)
         groups = sorted((sorted(sv for r in group for sv in by_root[r]) for group in joined), key=lambda g: g[0])
     new_roots = take_ids(session, "root_id", len(groups))
-    connection.execute(update(Root).where(Root.id.in_(affected)).values(retired_edit=edit_id))
-    connection.execute(insert(Root), [{"id": r, "dataset_id": dataset_id, "created_edit": edit_id, "retired_edit": None}
-                                      for r in new_roots])
-    _insert_chunks(connection, RootMember, ({"root_id": r, "sv_id": sv, "dataset_id": dataset_id}
-                                            for r, group in zip(new_roots, groups) for sv in group))
+    run_sql(connection, f"UPDATE roots SET retired_edit = ? WHERE id IN ({placeholders(len(affected))})", (edit_id, *affected))
+    _insert_tuples(connection, Root.__tablename__, ("id", "dataset_id", "created_edit"),
+                   ((r, dataset_id, edit_id) for r in new_roots))
+    # membership rows are the bulk of an edit: plain driver executemany, not per-row Core parameters
+    _insert_tuples(connection, RootMember.__tablename__, ("root_id", "sv_id", "dataset_id"),
+                   ((r, sv, dataset_id) for r, group in zip(new_roots, groups) for sv in group))
     if len(groups) == 1:
-        connection.execute(update(Supervoxel).where(Supervoxel.dataset_id == dataset_id, Supervoxel.root_id.in_(affected))
-                           .values(root_id=new_roots[0]))
+        run_sql(connection, f"UPDATE supervoxels SET root_id = ? WHERE dataset_id = ? AND root_id IN ({placeholders(len(affected))})",
+             (new_roots[0], dataset_id, *affected))
     else:
-        table = Supervoxel.__table__
-        connection.execute(
-            update(table).where(table.c.dataset_id == bindparam("dataset"), table.c.id == bindparam("sv"))
-            .values(root_id=bindparam("root")),
-            [{"dataset": dataset_id, "sv": sv, "root": r} for r, group in zip(new_roots, groups) for sv in group])
+        run_sql(connection, "UPDATE supervoxels SET root_id = ? WHERE dataset_id = ? AND id = ?",
+             [(r, dataset_id, sv) for r, group in zip(new_roots, groups) for sv in group])
     connection.execute(insert(Edit), [{**edit, "affected_roots": affected, "resulting_roots": new_roots}])
     return EditResult(edit_id=edit_id, operation=edit["operation"], affected_roots=affected, resulting_roots=new_roots,
                       added_edges=list(add_pairs), removed_edges=removed, groups=groups)
@@ -994,7 +994,7 @@ def _read_synapses(session: Session, store: Store, where=None) -> dict[str, np.n
     query = select(*(s.__table__.c[name] for name in SYNAPSE_READ_DTYPE.names)).where(condition)
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        columns = _binary_columns(connection, _inline_sql(connection, query))
+        columns = _binary_columns(connection, _inlinerun_sql(connection, query))
     else:
         records = _driver_records(session, query, SYNAPSE_READ_DTYPE)
         columns = {name: records[name] for name in SYNAPSE_READ_DTYPE.names}
@@ -1006,7 +1006,7 @@ def _read_synapses(session: Session, store: Store, where=None) -> dict[str, np.n
     return columns
 
 
-def _inline_sql(connection: Connection, query) -> str:
+def _inlinerun_sql(connection: Connection, query) -> str:
     """A query's SQL with its (integer only) parameters rendered inline."""
     return str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
 
@@ -1018,7 +1018,7 @@ def _driver_records(session: Session, query, dtype: np.dtype) -> np.ndarray:
     connection = session.connection()
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(_inline_sql(connection, query))
+        cursor.execute(_inlinerun_sql(connection, query))
         return np.fromiter(cursor, dtype=dtype)
     finally:
         cursor.close()

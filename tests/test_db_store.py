@@ -329,3 +329,34 @@ def test_minimum_cut_costs_what_networkx_finds():
         remaining = nx.Graph([(a, b) for _, a, b, _, _ in rows if (a, b) not in {(x, y) for _, x, y in cut}])
         remaining.add_nodes_from(component)
         assert not nx.has_path(remaining, source, sink)
+
+
+def test_sqlite_wal_is_checkpointed_in_the_background_until_close(tmp_path):
+    """Edits never pay for a checkpoint: a thread copies the WAL into the database file."""
+    import sqlite3
+
+    from db.connection import checkpointer_for
+
+    path = tmp_path / "store.db"
+    proofreading = S.open_store(f"sqlite:///{path}")
+    S.add_user(proofreading, "alice", "admin")
+
+    def users_in_database_file() -> list[str]:
+        """Read the main file alone (immutable: no WAL), as a crash right now would leave it."""
+        connection = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return [name for (name,) in connection.execute("SELECT name FROM users")]
+        except sqlite3.OperationalError:  # not even the schema has been copied over yet
+            return []
+        finally:
+            connection.close()
+
+    deadline = time.monotonic() + 10
+    while users_in_database_file() != ["alice"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert users_in_database_file() == ["alice"]
+    checkpointer = checkpointer_for(proofreading.engine)
+    assert checkpointer is not None and checkpointer.running
+    proofreading.close()
+    time.sleep(1.0)  # the thread wakes every 0.5 s and sees it was stopped
+    assert not checkpointer.running and checkpointer_for(proofreading.engine) is None
