@@ -91,10 +91,17 @@ class ApiHandler(QuietHttpErrors, tornado.web.RequestHandler):
         return await self.server.auth.require(self, role)
 
     async def call(self, function: Callable, *args, **kwargs) -> Any:
-        """Run a blocking store call on a worker thread and translate its errors."""
+        """Run a blocking store read on a worker thread and translate its errors."""
+        return await self._run(self.server.executor, functools.partial(function, *args, **kwargs))
+
+    async def edit(self, function: Callable, *args, **kwargs) -> Any:
+        """Run a store edit on the server's edit thread, in arrival order, and translate its errors."""
+        return await self._run(self.server.edit_executor, functools.partial(function, *args, **kwargs))
+
+    async def _run(self, executor, call: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.server.executor, functools.partial(function, *args, **kwargs))
+            return await loop.run_in_executor(executor, call)
         except ForbiddenError as exc:
             raise ApiError(403, str(exc)) from None
         except NotFoundError as exc:
@@ -148,7 +155,7 @@ class MergeHandler(ApiHandler):
         if len(supervoxels) != 2:
             raise ApiError(400, "supervoxels must hold exactly two ids")
         seen_roots = parse_id_list(body["seen_roots"], "seen_roots") if body.get("seen_roots") is not None else None
-        result = await self.call(self.server.edit_merge, caller, supervoxels[0], supervoxels[1], seen_roots=seen_roots)
+        result = await self.edit(self.server.edit_merge, caller, supervoxels[0], supervoxels[1], seen_roots=seen_roots)
         self.send(edit_result_json(result))
 
 
@@ -162,7 +169,7 @@ class SplitHandler(ApiHandler):
         if not isinstance(preview, bool):
             raise ApiError(400, "preview must be true or false")
         seen_roots = parse_id_list(body["seen_roots"], "seen_roots") if body.get("seen_roots") is not None else None
-        result = await self.call(self.server.edit_split, caller, sources, sinks, preview=preview, seen_roots=seen_roots)
+        result = await self.edit(self.server.edit_split, caller, sources, sinks, preview=preview, seen_roots=seen_roots)
         self.send(edit_result_json(result))
 
 
@@ -175,7 +182,7 @@ class UndoRedoHandler(ApiHandler):
         caller = await self.caller("proofreader")
         body = self.json_body()
         edit_id = parse_id(body["edit_id"], "edit_id") if body.get("edit_id") is not None else None
-        target, result = await self.call(self.server.edit_undo_or_redo, caller, self.operation, edit_id)
+        target, result = await self.edit(self.server.edit_undo_or_redo, caller, self.operation, edit_id)
         self.send(edit_result_json(result, target_edit_id=target))
 
 

@@ -77,6 +77,10 @@ class ProofreadingServer:
         self.layers = choose_layers(workspace, image_layer, segmentation_layer)
         self.store = store.open_store(workspace)
         self.executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="connectome-store")
+        # Edits to the store run one at a time anyway (one writer); a single thread takes them in
+        # arrival order, where several threads racing for the write lock left some callers waiting
+        # behind many later ones (the p99 of concurrent merges).
+        self.edit_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connectome-edits")
         self.auth = Authenticator(self.store, self.executor)
         self._viewers: dict[str, UserViewer] = {}  # by user name
         self._viewers_lock = threading.Lock()
@@ -112,6 +116,7 @@ class ProofreadingServer:
         self._poller.join(timeout=5)
         ng_server.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.edit_executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     def __enter__(self) -> "ProofreadingServer":
