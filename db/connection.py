@@ -34,6 +34,7 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 ROOT_ID_BASE = 10**12
 WAL_CHECKPOINT_INTERVAL_S = 0.5
 WAL_BACKSTOP_PAGES = 20_000  # 80 MB of 4 KiB pages
+SQLITE_CACHE_KIB = 32 * 1024  # page cache per connection (SQLite default: 2 MiB)
 
 
 def make_engine(url: str) -> Engine:
@@ -59,6 +60,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")  # the edit path revisits the same B-tree pages
         # Checkpoints run on WalCheckpointer's thread; this is only the backstop should it stall.
         cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
         cursor.close()

@@ -11,7 +11,6 @@ import asyncio
 import functools
 import io
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -55,15 +54,14 @@ def parse_at(value: str | None) -> int | str | None:
 
 
 def edit_result_json(result: store.EditResult, target_edit_id: int | None = None) -> dict:
-    data = asdict(result)
-    body = {
+    body = {  # ids as strings: JSON numbers lose 64-bit precision in browsers
         "edit_id": result.edit_id,
         "operation": result.operation,
         "affected_roots": [str(root) for root in result.affected_roots],
         "resulting_roots": [str(root) for root in result.resulting_roots],
-        "added_edges": [[str(a), str(b)] for a, b in data["added_edges"]],
-        "removed_edges": [[str(a), str(b)] for a, b in data["removed_edges"]],
-        "groups": [[str(supervoxel) for supervoxel in group] for group in data["groups"]],
+        "added_edges": [[str(a), str(b)] for a, b in result.added_edges],
+        "removed_edges": [[str(a), str(b)] for a, b in result.removed_edges],
+        "groups": [[str(supervoxel) for supervoxel in group] for group in result.groups],
     }
     if target_edit_id is not None:
         body["target_edit_id"] = target_edit_id

@@ -153,6 +153,8 @@ class ProofreadingServer:
     def refresh_viewer(self, user_viewer: UserViewer) -> None:
         """Show one viewer the agglomeration as of the latest pushed edit (e.g. after a split preview ends)."""
         with self._agglomeration_lock:
+            if self.edit_id is None:  # no viewer was open to follow the edits: start from the latest
+                self.edit_id = store.latest_edit_id(self.store)
             edit_id = self.edit_id
             groups = self._groups_at(edit_id)
         user_viewer.show_agglomeration(groups, edit_id)
@@ -179,14 +181,15 @@ class ProofreadingServer:
     def push_agglomeration(self) -> None:
         """Send the store's agglomeration to every open viewer if an edit happened since the last push."""
         with self._agglomeration_lock:
+            viewers = self.open_viewers()
+            if not viewers:
+                self.edit_id = None  # nothing to push to; a viewer computes the groups when it opens
+                return
             latest = store.latest_edit_id(self.store)
             previous = self.edit_id
             if latest == previous:
                 return
             self.edit_id = latest
-            viewers = self.open_viewers()
-            if not viewers:
-                return  # the groups are computed when a viewer opens
             groups = self._groups_at(latest)
         for user_viewer in viewers:
             user_viewer.show_agglomeration(groups, latest)

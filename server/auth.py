@@ -66,13 +66,18 @@ class Authenticator:
         self._cache: dict[str, tuple[Caller, float]] = {}
         self._lock = threading.Lock()
 
+    def cached_caller(self, token: str) -> Caller | None:
+        """The caller for a token looked up in the last few seconds, without touching the store."""
+        with self._lock:
+            cached = self._cache.get(token)
+        return cached[0] if cached and cached[1] > time.monotonic() else None
+
     def caller_for_token(self, token: str) -> Caller | None:
         """Blocking lookup (runs on a worker thread); None for an unknown token."""
         now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(token)
-        if cached and cached[1] > now:
-            return cached[0]
+        cached = self.cached_caller(token)
+        if cached is not None:
+            return cached
         try:
             user = store.user_for_token(self.store, token)
         except ConnectomeError:
@@ -86,7 +91,9 @@ class Authenticator:
         token = request_token(handler)
         if token is None:
             return None
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.caller_for_token, token)
+        # a cached token is answered here; only a store lookup needs a worker thread
+        return self.cached_caller(token) or await asyncio.get_running_loop().run_in_executor(
+            self.executor, self.caller_for_token, token)
 
     async def require(self, handler: tornado.web.RequestHandler, role: str) -> Caller:
         """The caller, or HTTP 401 (no or unknown token) / 403 (role too low)."""
