@@ -831,9 +831,11 @@ SYNAPSE_COLUMNS = ["id", "pre_pt_position", "post_pt_position", "ctr_pt_position
                    "post_pt_supervoxel_id", "pre_pt_root_id", "post_pt_root_id", "size", "score"]
 
 
-def add_synapses(target: Any, rows: "Iterable[Mapping[str, Any]] | pd.DataFrame", dataset: str = DEFAULT_DATASET) -> int:
+def add_synapses(target: Any, rows: "Iterable[Mapping[str, Any]] | pd.DataFrame", dataset: str = DEFAULT_DATASET,
+                 replace: bool = False) -> int:
     """Insert synapses; `target` is a Store or a SQLAlchemy Session (then the caller commits, and
-    `dataset` names the dataset).
+    `dataset` names the dataset). With `replace`, the dataset's synapses are these alone afterwards
+    (in the same transaction: readers see the old set or the new one, never neither).
 
     Each row: position_nm (z, y, x of the synaptic cleft centre), pre_supervoxel_id,
     post_supervoxel_id, and optionally pre_position_nm, post_position_nm (default: position_nm),
@@ -844,12 +846,12 @@ def add_synapses(target: Any, rows: "Iterable[Mapping[str, Any]] | pd.DataFrame"
     columns = _synapse_columns(rows)
     if isinstance(target, Store):
         with write_session(target.engine, target.dataset_id) as session:
-            return _insert_synapses(session, target.dataset_id, columns)
+            return _insert_synapses(session, target.dataset_id, columns, replace)
     if isinstance(target, Session):
         dataset_id = target.scalar(select(Dataset.id).where(Dataset.name == dataset))
         if dataset_id is None:
             raise InputError(f"no dataset {dataset!r} in the store")
-        return _insert_synapses(target, dataset_id, columns)
+        return _insert_synapses(target, dataset_id, columns, replace)
     raise TypeError(f"add_synapses needs a Store or a Session, not {type(target).__name__}")
 
 
@@ -896,10 +898,12 @@ SYNAPSE_READ_DTYPE = np.dtype([("id", np.int64), *((name, np.float64) for name i
 SYNAPSE_CHUNK_ROWS = 100_000
 
 
-def _insert_synapses(session: Session, dataset_id: int, columns: dict[str, np.ndarray]) -> int:
+def _insert_synapses(session: Session, dataset_id: int, columns: dict[str, np.ndarray], replace: bool = False) -> int:
+    connection = session.connection()
+    if replace:
+        run_sql(connection, "DELETE FROM synapses WHERE dataset_id = ?", (dataset_id,))
     if not columns:
         return 0
-    connection = session.connection()
     known = np.asarray(connection.execute(select(Supervoxel.id).where(Supervoxel.dataset_id == dataset_id))
                        .scalars().all(), dtype=np.int64)
     for side in ("pre", "post"):

@@ -147,18 +147,16 @@ def run_detect(args: argparse.Namespace) -> int:
 
 
 def _add_to_store(workspace, rows: list[dict]) -> str:
-    """Add one row per synapse to the workspace store (db.store); the layer is already written."""
+    """Make these the workspace store's synapses (db.store), replacing an earlier detection's; the layer is already written."""
     from db import store
 
-    if not rows:
-        return "no synapses to add to the store"
     with store.open_store(workspace) as opened:
         try:
-            added = store.add_synapses(opened, rows)
+            added = store.add_synapses(opened, rows, replace=True)
         except InputError as exc:
             raise InputError(f"the annotation layer was written, but the store refused the synapses: {exc} "
                              "(build the supervoxel graph from this segmentation first, or pass --no-store)") from None
-    return f"added {added} synapses to the store {opened.url}"
+    return f"replaced the store's synapses with {added} synapses ({opened.url})"
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

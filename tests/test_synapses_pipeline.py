@@ -138,3 +138,11 @@ def test_detect_adds_rows_to_the_store(detect_workspace, synthetic, capsys):
     if kept:
         assert (table["pre_pt_supervoxel_id"] != table["post_pt_supervoxel_id"]).all()
         assert set(table["pre_pt_supervoxel_id"]).issubset(set(np.unique(synthetic["volume"]["neuron_ids"]).tolist()))
+    # detecting again replaces the dataset's synapses rather than adding a second copy
+    assert connectome(["synapses", "detect", "-w", str(detect_workspace.root), "--image", "em", "--segmentation", "seg",
+                       "--model", str(synthetic["model"]), "--threshold", "0.05"]) == 0
+    assert f"replaced the store's synapses with {kept}" in capsys.readouterr().out or not kept
+    with store.open_store(detect_workspace) as opened:
+        again = store.synapse_table(opened)
+    assert len(again) == kept
+    assert sorted(map(tuple, again["ctr_pt_position"].tolist())) == sorted(map(tuple, table["ctr_pt_position"].tolist()))
