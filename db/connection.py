@@ -153,7 +153,7 @@ def ensure_dataset(engine: Engine, name: str, create: bool) -> int:
             session.add(dataset)
             session.flush()
             dataset_id = dataset.id
-        for counter, first in (("root_id", ROOT_ID_BASE), ("edit_id", 1)):
+        for counter, first in (("root_id", ROOT_ID_BASE), ("edit_id", 1), ("synapse_id", 1)):
             if session.get(Counter, counter) is None:
                 session.add(Counter(name=counter, next_value=first))
         return dataset_id

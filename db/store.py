@@ -42,11 +42,11 @@ Functions (all take the Store first):
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,7 +55,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select
@@ -64,7 +63,7 @@ from sqlalchemy.orm import Session
 from db.connection import (ensure_dataset, make_engine, migrate, now, placeholders, read_session, run_sql,
                            stop_checkpointer, take_ids, write_session)
 from db.graph import region_graph
-from db.models import (Adjacency, AgglomerationEdge, Dataset, Edit, Layer, Root, RootMember, Supervoxel, Synapse,
+from db.models import (Adjacency, AgglomerationEdge, Dataset, Edit, Layer, Root, RootMember, Supervoxel, SynapseBlock,
                        User)
 from volumes.errors import InputError, RefusedError
 
@@ -890,18 +889,17 @@ def _synapse_columns(rows: "Iterable[Mapping[str, Any]] | pd.DataFrame") -> dict
     return columns
 
 
-# Stored synapse columns, in the order the bulk insert and the table read use them.
+# The columns of a stored synapse block (models.SynapseBlock.data), positions z, y, x in nm.
 SYNAPSE_POINT_COLUMNS = [f"{point}_{axis}_nm" for point in ("ctr", "pre", "post") for axis in "zyx"]
-SYNAPSE_READ_DTYPE = np.dtype([("id", np.int64), *((name, np.float64) for name in SYNAPSE_POINT_COLUMNS),
-                               ("pre_supervoxel_id", np.int64), ("post_supervoxel_id", np.int64),
-                               ("size", np.float64), ("score", np.float64)])
-SYNAPSE_CHUNK_ROWS = 100_000
+SYNAPSE_DTYPE = np.dtype([("id", "<i8"), *((name, "<f8") for name in SYNAPSE_POINT_COLUMNS),
+                          ("pre_supervoxel_id", "<i8"), ("post_supervoxel_id", "<i8"), ("score", "<f8"), ("size", "<f8")])
+SYNAPSE_BLOCK_ROWS = 100_000
 
 
 def _insert_synapses(session: Session, dataset_id: int, columns: dict[str, np.ndarray], replace: bool = False) -> int:
     connection = session.connection()
     if replace:
-        run_sql(connection, "DELETE FROM synapses WHERE dataset_id = ?", (dataset_id,))
+        run_sql(connection, "DELETE FROM synapse_blocks WHERE dataset_id = ?", (dataset_id,))
     if not columns:
         return 0
     known = np.asarray(connection.execute(select(Supervoxel.id).where(Supervoxel.dataset_id == dataset_id))
@@ -911,58 +909,20 @@ def _insert_synapses(session: Session, dataset_id: int, columns: dict[str, np.nd
         if len(unknown):
             raise InputError(f"unknown {side}-synaptic supervoxel(s) {', '.join(map(str, unknown[:5].tolist()))}")
     count = len(columns["ctr"])
+    records = np.empty(count, dtype=SYNAPSE_DTYPE)
+    records["id"] = np.arange(count) + take_ids(session, "synapse_id", count)[0]
     points = np.hstack([columns["ctr"], columns["pre"], columns["post"]])
-    fields = {"dataset_id": np.full(count, dataset_id, dtype=np.int64),
-              **{name: points[:, index] for index, name in enumerate(SYNAPSE_POINT_COLUMNS)},
-              "pre_supervoxel_id": columns["pre_sv"], "post_supervoxel_id": columns["post_sv"],
-              "score": columns["score"], "size": columns["size"]}
-    if connection.dialect.name == "postgresql":
-        _copy_into(connection, Synapse.__tablename__, fields)
-    else:
-        with _synapse_indexes_built_after(connection, count):
-            _insert_records(connection, Synapse.__tablename__, fields)
+    for index, name in enumerate(SYNAPSE_POINT_COLUMNS):
+        records[name] = points[:, index]
+    records["pre_supervoxel_id"], records["post_supervoxel_id"] = columns["pre_sv"], columns["post_sv"]
+    records["score"], records["size"] = columns["score"], columns["size"]
+    for start in range(0, count, SYNAPSE_BLOCK_ROWS):
+        block = records[start:start + SYNAPSE_BLOCK_ROWS]
+        buffer = io.BytesIO()
+        np.save(buffer, block, allow_pickle=False)
+        connection.execute(insert(SynapseBlock), {"dataset_id": dataset_id, "first_synapse_id": int(block["id"][0]),
+                                                  "count": len(block), "data": buffer.getvalue()})
     return count
-
-
-@contextmanager
-def _synapse_indexes_built_after(connection: Connection, count: int) -> Iterator[None]:
-    """On SQLite, a bulk load at least as large as the table builds the (dataset, supervoxel)
-    indexes once, sorted, after the rows are in: keeping them up to date row by row, in random
-    supervoxel order, costs twice the insert itself. DDL is transactional there, so readers
-    never see the table without its indexes."""
-    existing = connection.exec_driver_sql(f"SELECT count(*) FROM {Synapse.__tablename__}").scalar_one()
-    if count < SYNAPSE_CHUNK_ROWS or count < existing:
-        yield
-        return
-    indexes = sorted(Synapse.__table__.indexes, key=lambda index: index.name)
-    for index in indexes:
-        index.drop(connection)
-    yield
-    for index in indexes:
-        index.create(connection)
-
-
-def _insert_records(connection: Connection, table: str, fields: dict[str, np.ndarray]) -> None:
-    """executemany of tuples that numpy builds in C (a record array's tolist), a chunk at a time."""
-    placeholder = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({', '.join([placeholder] * len(fields))})"
-    count = len(next(iter(fields.values())))
-    for start in range(0, count, SYNAPSE_CHUNK_ROWS):
-        records = np.rec.fromarrays([values[start:start + SYNAPSE_CHUNK_ROWS] for values in fields.values()])
-        connection.exec_driver_sql(sql, records.tolist())
-
-
-def _copy_into(connection: Connection, table: str, fields: dict[str, np.ndarray]) -> None:
-    """PostgreSQL COPY FROM STDIN of CSV that Arrow writes (floats in shortest exact form), inside
-    the caller's transaction: per-row INSERTs cost far more than the server's work."""
-    arrow = pa.table(fields)
-    sql = f"COPY {table} ({', '.join(fields)}) FROM STDIN WITH (FORMAT csv)"
-    with connection.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
-        for start in range(0, arrow.num_rows, SYNAPSE_CHUNK_ROWS):
-            buffer = pa.BufferOutputStream()
-            pa_csv.write_csv(arrow.slice(start, SYNAPSE_CHUNK_ROWS), buffer,
-                             write_options=pa_csv.WriteOptions(include_header=False))
-            copy.write(memoryview(buffer.getvalue()))
 
 
 def _insert_tuples(connection: Connection, table: str, names: Sequence[str], rows: Iterable[tuple]) -> None:
@@ -986,31 +946,20 @@ def _points(array: np.ndarray) -> pd.Series:
     return pd.Series(pd.arrays.ArrowExtensionArray(values))
 
 
-def _read_synapses(session: Session, store: Store, where=None) -> dict[str, np.ndarray]:
-    """The stored synapse columns (SYNAPSE_READ_DTYPE names) as arrays, sorted by id.
-
-    Straight from the driver (see _driver_records and _binary_columns). The whole table is read
-    with `dataset_id + 0`, which keeps SQLite from visiting every row through the (dataset,
-    supervoxel) index in index order: a plain table scan is twice as fast.
-    """
-    s = Synapse
-    condition = (s.dataset_id + 0 == store.dataset_id) if where is None else and_(s.dataset_id == store.dataset_id, where)
-    query = select(*(s.__table__.c[name] for name in SYNAPSE_READ_DTYPE.names)).where(condition)
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        columns = _binary_columns(connection, _inlinerun_sql(connection, query))
-    else:
-        records = _driver_records(session, query, SYNAPSE_READ_DTYPE)
-        columns = {name: records[name] for name in SYNAPSE_READ_DTYPE.names}
-    ids = columns["id"]
-    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
-        # Sorted here rather than by ORDER BY, which makes SQLite sort through a temporary B-tree.
-        order = np.argsort(ids, kind="stable")
-        columns = {name: values[order] for name, values in columns.items()}
-    return columns
+def _read_synapses(session: Session, store: Store, supervoxels: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """The dataset's synapse columns (SYNAPSE_DTYPE names) sorted by id; with `supervoxels`, only the
+    synapses whose pre- or post-synaptic supervoxel is one of them."""
+    blocks = run_sql(session.connection(), "SELECT data FROM synapse_blocks WHERE dataset_id = ? ORDER BY first_synapse_id",
+                     (store.dataset_id,)).scalars().all()
+    records = (np.concatenate([np.load(io.BytesIO(bytes(data)), allow_pickle=False) for data in blocks]) if blocks
+               else np.zeros(0, dtype=SYNAPSE_DTYPE))
+    if supervoxels is not None:
+        wanted = np.asarray(list(supervoxels), dtype=np.int64)
+        records = records[np.isin(records["pre_supervoxel_id"], wanted) | np.isin(records["post_supervoxel_id"], wanted)]
+    return {name: records[name] for name in SYNAPSE_DTYPE.names}
 
 
-def _inlinerun_sql(connection: Connection, query) -> str:
+def _inline_sql(connection: Connection, query) -> str:
     """A query's SQL with its (integer only) parameters rendered inline."""
     return str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
 
@@ -1022,28 +971,14 @@ def _driver_records(session: Session, query, dtype: np.dtype) -> np.ndarray:
     connection = session.connection()
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(_inlinerun_sql(connection, query))
+        cursor.execute(_inline_sql(connection, query))
         return np.fromiter(cursor, dtype=dtype)
     finally:
         cursor.close()
 
 
-def _binary_columns(connection: Connection, sql: str) -> dict[str, np.ndarray]:
-    """A query's columns from PostgreSQL as one row of bytea, each column's values packed by the
-    server (float8send/int8send: big-endian binary) and concatenated by string_agg, so the client
-    unpacks each with one np.frombuffer instead of handling a million rows one by one. All the
-    aggregates of one query see the rows in the same order."""
-    names = list(SYNAPSE_READ_DTYPE.names)
-    packed = ", ".join(f"string_agg({'int8send' if SYNAPSE_READ_DTYPE[name].kind == 'i' else 'float8send'}({name}), "
-                       f"''::bytea)" for name in names)
-    with connection.connection.driver_connection.cursor() as cursor:
-        values = cursor.execute(f"SELECT {packed} FROM ({sql}) AS selected").fetchone()
-    return {name: np.frombuffer(value or b"", dtype=SYNAPSE_READ_DTYPE[name].newbyteorder(">")).astype(
-        SYNAPSE_READ_DTYPE[name]) for name, value in zip(names, values)}
-
-
-def _synapse_frame(session: Session, store: Store, edit: int, where=None) -> pd.DataFrame:
-    columns = _read_synapses(session, store, where)
+def _synapse_frame(session: Session, store: Store, edit: int, supervoxels: Sequence[int] | None = None) -> pd.DataFrame:
+    columns = _read_synapses(session, store, supervoxels)
     svs, roots = _root_map(session, store, edit)
 
     def root_ids(supervoxels: np.ndarray) -> np.ndarray:
@@ -1081,8 +1016,7 @@ def synapses_of_root(store: Store, root: int, at: At = None) -> "pd.DataFrame":
     """The synapses whose pre- or post-synaptic supervoxel belongs to `root` (synapse_table columns)."""
     members = supervoxels_of(store, root)
     with read_session(store.engine) as session:
-        where = or_(Synapse.pre_supervoxel_id.in_(members), Synapse.post_supervoxel_id.in_(members))
-        return _synapse_frame(session, store, _resolve_at(session, store, at), where)
+        return _synapse_frame(session, store, _resolve_at(session, store, at), members)
 
 
 def edge_table(store: Store, at: At = None, synapses: "pd.DataFrame | None" = None) -> "pd.DataFrame":

@@ -61,6 +61,43 @@ def snapshot(store) -> tuple:
     return S.latest_edit_id(store), S.roots_of(store, svs), counters, edges, len(S.history(store))
 
 
+def test_synapse_rows_of_an_old_store_move_into_blocks_and_back(backend, tmp_path):
+    """Revision 0002 keeps every synapse and its id; new synapses continue after them; downgrade restores rows."""
+    from alembic import command
+    from alembic.config import Config
+
+    from db.connection import MIGRATIONS_DIR, make_engine
+    from db.export import positions_zyx
+
+    with fresh_database_url(backend, tmp_path) as url:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        engine = make_engine(url)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            connection.execute(text("INSERT INTO datasets (id, name, created_at) VALUES (1, 'default', '2026-01-01')"))
+            columns = ", ".join(["id", "dataset_id", *S.SYNAPSE_POINT_COLUMNS, "pre_supervoxel_id", "post_supervoxel_id",
+                                 "score", "size"])
+            for synapse_id in (5, 6, 9):  # ids with a gap, as deletions would leave them
+                values = [synapse_id, 1, *[synapse_id + k / 10 for k in range(9)], 1, 2, 0.5, 10.0 * synapse_id]
+                connection.execute(text(f"INSERT INTO synapses ({columns}) VALUES ({', '.join(map(repr, values))})"))
+        store = S.open_store(url)  # migrates to head
+        S.build_graph(store, np.array([[[1, 2]]], dtype=np.uint64), (8, 8, 8))
+        table = S.synapse_table(store)
+        assert table["id"].tolist() == [5, 6, 9] and table["size"].tolist() == [50.0, 60.0, 90.0]
+        assert positions_zyx(table["pre_pt_position"])[0].tolist() == [5.3, 5.4, 5.5]
+        S.add_synapses(store, [{"position_nm": (1, 2, 3), "pre_supervoxel_id": 2, "post_supervoxel_id": 1}])
+        assert S.synapse_table(store)["id"].tolist() == [5, 6, 9, 10]
+        store.close()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0001")
+            restored = connection.execute(text("SELECT id, size FROM synapses ORDER BY id")).all()
+        assert [tuple(row) for row in restored] == [(5, 50.0), (6, 60.0), (9, 90.0), (10, 0.0)]
+        engine.dispose()
+
+
 def test_migrations_create_exactly_the_models(store):
     with store.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
