@@ -9,7 +9,8 @@ undone again. The baseline, measured in the same run, is what a store without ma
 would do per edit: read every active edge and recompute the connected components of the whole graph.
 Export: add_synapses of 1,000,000 rows, then the whole export path for them (read from the store,
 resolve pre/post roots now and as of a past edit, build the CAVE-column table, write Parquet)
-against pandas' DataFrame.to_parquet of the same finished table, measured in the same run.
+against pandas' DataFrame.to_parquet of the same finished table, alternated over 3 rounds in the same run
+(best of each).
 Latencies are wall-clock, with this process's CPU time beside them: on a shared, oversubscribed
 machine the wall clock mostly measures waiting for a core.
 """
@@ -167,6 +168,9 @@ def main() -> None:
         store.close()
 
 
+EXPORT_ROUNDS = 3
+
+
 def export_bench(store: S.Store, supervoxels: int, count: int, directory: Path, rng: np.random.Generator) -> None:
     """add_synapses of `count` rows, then the export path (read from the store, resolve roots, build
     the CAVE-column table, write Parquet) against pandas writing the same finished table."""
@@ -189,11 +193,17 @@ def export_bench(store: S.Store, supervoxels: int, count: int, directory: Path, 
         write_parquet(table, directory / "synapses.parquet")
         return table
 
-    table, (ours_s, ours_cpu) = timed(lambda: export_synapses(None))
-    _, (pandas_s, pandas_cpu) = timed(lambda: table.to_parquet(directory / "pandas.parquet", index=False))
-    _, (past_s, past_cpu) = timed(lambda: export_synapses(past))
+    # this machine is shared: alternate ours and pandas' write for a few rounds and keep each one's best
+    ours, pandas_writes, pasts = [], [], []
+    for _ in range(EXPORT_ROUNDS):
+        table, elapsed = timed(lambda: export_synapses(None))
+        ours.append(elapsed)
+        pandas_writes.append(timed(lambda: table.to_parquet(directory / "pandas.parquet", index=False))[1])
+        pasts.append(timed(lambda: export_synapses(past))[1])
+    (ours_s, ours_cpu), (pandas_s, pandas_cpu), (past_s, past_cpu) = (min(samples) for samples in (ours, pandas_writes, pasts))
     _, (whole_s, whole_cpu) = timed(lambda: export_connectivity(store, directory / "export", "parquet"))
     print(f"\nadd_synapses of {count} rows: {add_s:.2f} s  [cpu {add_cpu:.2f} s]")
+    print(f"best of {EXPORT_ROUNDS} alternating rounds each:")
     print(f"export of {count} synapses to Parquet (read + roots now + table + write): {ours_s:.2f} s  [cpu {ours_cpu:.2f} s]")
     print(f"  the same as of edit {past}: {past_s:.2f} s  [cpu {past_cpu:.2f} s]")
     print(f"pandas DataFrame.to_parquet of the finished table: {pandas_s:.2f} s  [cpu {pandas_cpu:.2f} s]")

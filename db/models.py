@@ -143,9 +143,9 @@ class SynapseBlock(Base):
 
     Why not a row per synapse: exports and the viewer read every synapse of a dataset, and a
     database row costs microseconds to decode where a block's columns cost almost nothing.
-    `data` is a NumPy .npy structured array (db.store.SYNAPSE_DTYPE: id, cleft centre and
-    pre/post points z, y, x in nm, pre/post supervoxel ids, score, size), sorted by id;
-    synapse ids come from the `synapse_id` counter and never repeat.
+    `data` holds the block's columns one after another (db.store.SYNAPSE_BLOCK_LAYOUT: ids,
+    cleft centre and pre/post points z, y, x in nm, pre/post supervoxel ids, score, size),
+    sorted by id; synapse ids come from the `synapse_id` counter and never repeat.
     """
 
     __tablename__ = "synapse_blocks"

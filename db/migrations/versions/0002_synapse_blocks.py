@@ -7,8 +7,6 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-27 01:00:00
 """
-import io
-
 import numpy as np
 import sqlalchemy as sa
 from alembic import op
@@ -18,11 +16,38 @@ down_revision = '0001'
 branch_labels = None
 depends_on = None
 
-# The block layout as of this revision (db.store.SYNAPSE_DTYPE may grow later; this must not).
+# The block layout as of this revision (db.store.SYNAPSE_BLOCK_LAYOUT may change later; this must not):
+# each column contiguous and little-endian, one after another; points are (count, 3) z, y, x in nm.
+LAYOUT = (("id", "<i8", 1), ("ctr", "<f8", 3), ("pre", "<f8", 3), ("post", "<f8", 3),
+          ("pre_sv", "<i8", 1), ("post_sv", "<i8", 1), ("score", "<f8", 1), ("size", "<f8", 1))
 POINTS = [f"{point}_{axis}_nm" for point in ("ctr", "pre", "post") for axis in "zyx"]
-BLOCK_DTYPE = np.dtype([("id", "<i8"), *((name, "<f8") for name in POINTS),
-                        ("pre_supervoxel_id", "<i8"), ("post_supervoxel_id", "<i8"), ("score", "<f8"), ("size", "<f8")])
+ROW_COLUMNS = ["id", *POINTS, "pre_supervoxel_id", "post_supervoxel_id", "score", "size"]
 BLOCK_ROWS = 100_000
+
+
+def _columns_of_rows(rows: list) -> dict:
+    """Rows of the 0001 table, in ROW_COLUMNS order, as block columns (ids stay exact integers)."""
+    table = list(zip(*rows))
+
+    def points(first: int) -> np.ndarray:
+        return np.array(table[first:first + 3], dtype=np.float64).T
+
+    return {"id": np.array(table[0], dtype=np.int64), "ctr": points(1), "pre": points(4), "post": points(7),
+            "pre_sv": np.array(table[10], dtype=np.int64), "post_sv": np.array(table[11], dtype=np.int64),
+            "score": np.array(table[12], dtype=np.float64), "size": np.array(table[13], dtype=np.float64)}
+
+
+def _encode(columns: dict) -> bytes:
+    return b"".join(np.ascontiguousarray(columns[name], dtype=dtype).tobytes() for name, dtype, _ in LAYOUT)
+
+
+def _decode(data: bytes, count: int) -> dict:
+    columns, offset = {}, 0
+    for name, dtype, width in LAYOUT:
+        values = np.frombuffer(data, dtype=dtype, count=count * width, offset=offset)
+        columns[name] = values.reshape(count, width) if width > 1 else values
+        offset += values.nbytes
+    return columns
 
 
 def upgrade() -> None:
@@ -46,21 +71,18 @@ def upgrade() -> None:
 
 def _copy_rows_into_blocks() -> None:
     connection = op.get_bind()
-    names = ", ".join(BLOCK_DTYPE.names)
     largest = 0
     for (dataset_id,) in connection.execute(sa.text("SELECT DISTINCT dataset_id FROM synapses")).all():
-        rows = connection.execute(sa.text(f"SELECT {names} FROM synapses WHERE dataset_id = :d ORDER BY id"),
-                                  {"d": dataset_id}).all()
-        records = np.array([tuple(row) for row in rows], dtype=BLOCK_DTYPE)
-        for start in range(0, len(records), BLOCK_ROWS):
-            block = records[start:start + BLOCK_ROWS]
-            buffer = io.BytesIO()
-            np.save(buffer, block, allow_pickle=False)
+        rows = connection.execute(sa.text(f"SELECT {', '.join(ROW_COLUMNS)} FROM synapses WHERE dataset_id = :d "
+                                          "ORDER BY id"), {"d": dataset_id}).all()
+        columns = _columns_of_rows(rows)
+        for start in range(0, len(rows), BLOCK_ROWS):
+            block = {name: column[start:start + BLOCK_ROWS] for name, column in columns.items()}
             connection.execute(sa.text("INSERT INTO synapse_blocks (dataset_id, first_synapse_id, count, data) "
                                        "VALUES (:d, :first, :count, :data)"),
-                               {"d": dataset_id, "first": int(block["id"][0]), "count": len(block),
-                                "data": buffer.getvalue()})
-        largest = max(largest, int(records["id"].max()))
+                               {"d": dataset_id, "first": int(block["id"][0]), "count": len(block["id"]),
+                                "data": _encode(block)})
+        largest = max(largest, int(columns["id"].max()))
     if largest:
         connection.execute(sa.text("INSERT INTO counters (name, next_value) VALUES ('synapse_id', :next)"),
                            {"next": largest + 1})
@@ -79,12 +101,15 @@ def downgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     connection = op.get_bind()
-    names = ["dataset_id", *BLOCK_DTYPE.names]
+    names = ["dataset_id", *ROW_COLUMNS]
     insert = sa.text(f"INSERT INTO synapses ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)})")
-    for dataset_id, data in connection.execute(sa.text("SELECT dataset_id, data FROM synapse_blocks ORDER BY id")).all():
-        block = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
-        connection.execute(insert, [{"dataset_id": dataset_id, **dict(zip(BLOCK_DTYPE.names, row))}
-                                    for row in block.tolist()])
+    for dataset_id, data, count in connection.execute(
+            sa.text("SELECT dataset_id, data, count FROM synapse_blocks ORDER BY id")).all():
+        block = _decode(bytes(data), count)
+        rows = zip(block["id"].tolist(), block["ctr"].tolist(), block["pre"].tolist(), block["post"].tolist(),
+                   block["pre_sv"].tolist(), block["post_sv"].tolist(), block["score"].tolist(), block["size"].tolist())
+        connection.execute(insert, [dict(zip(names, [dataset_id, i, *ctr, *pre, *post, a, b, score, size]))
+                                    for i, ctr, pre, post, a, b, score, size in rows])
     connection.execute(sa.text("DELETE FROM counters WHERE name = 'synapse_id'"))
     with op.batch_alter_table('synapses', schema=None) as batch_op:
         batch_op.create_index('ix_synapses_dataset_post', ['dataset_id', 'post_supervoxel_id'], unique=False)
