@@ -960,9 +960,10 @@ def _points(array: np.ndarray) -> pd.Series:
 def _read_synapses(session: Session, store: Store, supervoxels: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """The dataset's synapse columns (SYNAPSE_BLOCK_LAYOUT names) in id order; with `supervoxels`, only
     the synapses whose pre- or post-synaptic supervoxel is one of them."""
-    blocks = [decode_synapse_block(bytes(data), count) for data, count in run_sql(
-        session.connection(), "SELECT data, count FROM synapse_blocks WHERE dataset_id = ? ORDER BY first_synapse_id",
-        (store.dataset_id,)).all()]
+    # sorted here: an ORDER BY makes SQLite copy every block's bytes through its sorter
+    rows = sorted(run_sql(session.connection(), "SELECT first_synapse_id, count, data FROM synapse_blocks WHERE dataset_id = ?",
+                          (store.dataset_id,)).all(), key=lambda row: row[0])
+    blocks = [decode_synapse_block(bytes(data), count) for _, count, data in rows]
     if not blocks:
         return decode_synapse_block(b"", 0)
     columns = blocks[0] if len(blocks) == 1 else {name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}
@@ -991,17 +992,26 @@ def _driver_records(session: Session, query, dtype: np.dtype) -> np.ndarray:
         cursor.close()
 
 
+def _root_lookup(svs: np.ndarray, roots: np.ndarray):
+    """supervoxel ids -> root ids for the sorted map (svs, roots).
+
+    A dense table when the ids are compact enough (FFN ids are: one gather, no search), else
+    binary search; millions of synapse ends are looked up per export.
+    """
+    if not len(svs):
+        return lambda supervoxels: np.zeros(len(supervoxels), dtype=np.int64)
+    if svs[-1] <= 8 * len(svs) + 1_000_000:
+        table = np.zeros(int(svs[-1]) + 1, dtype=np.int64)
+        table[svs] = roots
+        return lambda supervoxels: table[supervoxels]
+    return lambda supervoxels: roots[np.clip(np.searchsorted(svs, supervoxels), 0, len(svs) - 1)]
+
+
 def _synapse_frame(session: Session, store: Store, edit: int, supervoxels: Sequence[int] | None = None) -> pd.DataFrame:
     columns = _read_synapses(session, store, supervoxels)
     svs, roots = _root_map(session, store, edit)
 
-    def root_ids(supervoxels: np.ndarray) -> np.ndarray:
-        """Each supervoxel's root by binary search in the sorted supervoxel -> root map."""
-        if not len(svs):
-            return np.zeros(len(supervoxels), dtype=np.int64)
-        return roots[np.clip(np.searchsorted(svs, supervoxels), 0, len(svs) - 1)]
-
-
+    root_ids = _root_lookup(svs, roots)
     return pd.DataFrame({
         "id": columns["id"],
         "pre_pt_position": _points(columns["pre"]),
