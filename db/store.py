@@ -960,9 +960,14 @@ def _points(array: np.ndarray) -> pd.Series:
 def _read_synapses(session: Session, store: Store, supervoxels: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """The dataset's synapse columns (SYNAPSE_BLOCK_LAYOUT names) in id order; with `supervoxels`, only
     the synapses whose pre- or post-synaptic supervoxel is one of them."""
-    # sorted here: an ORDER BY makes SQLite copy every block's bytes through its sorter
-    rows = sorted(run_sql(session.connection(), "SELECT first_synapse_id, count, data FROM synapse_blocks WHERE dataset_id = ?",
-                          (store.dataset_id,)).all(), key=lambda row: row[0])
+    connection = session.connection()
+    sql = "SELECT first_synapse_id, count, data FROM synapse_blocks WHERE dataset_id = ?"
+    if connection.dialect.name == "postgresql":  # binary protocol: bytea as raw bytes, not hex text twice the size
+        with connection.connection.driver_connection.cursor() as cursor:
+            rows = cursor.execute(sql.replace("?", "%s"), (store.dataset_id,), binary=True).fetchall()
+    else:
+        rows = run_sql(connection, sql, (store.dataset_id,)).all()
+    rows.sort(key=lambda row: row[0])  # sorted here: an ORDER BY makes SQLite copy every block through its sorter
     blocks = [decode_synapse_block(bytes(data), count) for _, count, data in rows]
     if not blocks:
         return decode_synapse_block(b"", 0)
