@@ -140,13 +140,14 @@ def test_add_synapses_refuses_unknown_supervoxels(wired):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_bulk_synapses_round_trip_exactly(backend, tmp_path):
+def test_bulk_synapses_round_trip_exactly(backend, tmp_path, monkeypatch):
     """A load spanning several synapse blocks reads back bit for bit, in id order, answers a
     per-neuron query, and writes uint64 ids to Parquet."""
     if backend == "postgresql":
         require(postgres_url() is not None, "CONNECTOME_TEST_POSTGRES_URL is not set")
     labels = grid_labels((2, 2, 3)).astype(np.uint64)
     labels[labels == 12] = BIG_SUPERVOXEL
+    monkeypatch.setattr(S, "SYNAPSE_BLOCK_ROWS", 50_000)  # several blocks, at a test's size
     count = S.SYNAPSE_BLOCK_ROWS + 17
     rng = np.random.default_rng(3)
     ids = np.array(list(range(1, 12)) + [BIG_SUPERVOXEL])
