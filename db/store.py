@@ -78,7 +78,7 @@ USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 UNTOUCHING_EDGE_CAPACITY_NM2 = 1.0
 # Keeps every capacity positive, so a contact across a perfect membrane still costs something.
 MINIMUM_CAPACITY_NM2 = 1e-3
-INSERT_CHUNK_ROWS = 20_000
+INSERT_CHUNK_ROWS = 100_000
 
 # `at` accepts an edit id, an ISO time, a datetime, or None (now).
 At = int | str | datetime | None
@@ -206,19 +206,6 @@ def build_graph(store: Store, labels_zyx: np.ndarray, resolution_nm: Sequence[fl
                        zip([dataset_id] * count, graph.sv_a.tolist(), graph.sv_b.tolist(),
                            graph.contact_area_nm2.tolist(), scores))
     return {"supervoxels": len(ids), "adjacencies": len(graph.sv_a)}
-
-
-def _insert_chunks(target: "Session | Connection", model: type, rows: Iterable[dict[str, Any]]) -> None:
-    """Bulk insert through Core (executemany), a chunk at a time to bound memory."""
-    connection = target.connection() if isinstance(target, Session) else target
-    chunk: list[dict[str, Any]] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == INSERT_CHUNK_ROWS:
-            connection.execute(insert(model), chunk)
-            chunk = []
-    if chunk:
-        connection.execute(insert(model), chunk)
 
 
 def add_layer(store: Store, name: str, url: str, layer_type: str, resolution_nm: Sequence[float]) -> None:
@@ -937,18 +924,17 @@ def _insert_synapses(session: Session, dataset_id: int, columns: dict[str, np.nd
 
 
 def _insert_tuples(connection: Connection, table: str, names: Sequence[str], rows: Iterable[tuple]) -> None:
-    """Driver-level executemany of plain tuples: for millions of rows, SQLAlchemy's per-row
-    parameter handling costs more than the database does."""
-    placeholder = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join([placeholder] * len(names))})"
+    """Driver-level executemany of plain tuples, a chunk at a time: for millions of rows,
+    SQLAlchemy's per-row parameter handling costs more than the database does."""
+    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({placeholders(len(names))})"
     chunk: list[tuple] = []
     for row in rows:
         chunk.append(row)
-        if len(chunk) == INSERT_CHUNK_ROWS * 5:
-            connection.exec_driver_sql(sql, chunk)
+        if len(chunk) == INSERT_CHUNK_ROWS:
+            run_sql(connection, sql, chunk)
             chunk = []
     if chunk:
-        connection.exec_driver_sql(sql, chunk)
+        run_sql(connection, sql, chunk)
 
 
 def _points(array: np.ndarray) -> pd.Series:

@@ -66,7 +66,7 @@ def test_synapse_rows_of_an_old_store_move_into_blocks_and_back(backend, tmp_pat
     from alembic import command
     from alembic.config import Config
 
-    from db.connection import MIGRATIONS_DIR, make_engine
+    from db.connection import MIGRATIONS_DIR, make_engine, stop_checkpointer
     from db.export import positions_zyx
 
     with fresh_database_url(backend, tmp_path) as url:
@@ -95,6 +95,7 @@ def test_synapse_rows_of_an_old_store_move_into_blocks_and_back(backend, tmp_pat
             command.downgrade(config, "0001")
             restored = connection.execute(text("SELECT id, size FROM synapses ORDER BY id")).all()
         assert [tuple(row) for row in restored] == [(5, 50.0), (6, 60.0), (9, 90.0), (10, 0.0)]
+        stop_checkpointer(engine)
         engine.dispose()
 
 
