@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Install and start what the tests need beyond Python: PostgreSQL, Chromium and chromedriver
-# (Debian packages). Prints `export ...` lines to eval; safe to run twice.
+# Install and start what the tests need beyond Python: PostgreSQL, Chromium and chromedriver, and
+# g++ for compiled FFN inference (Debian packages). Prints `export ...` lines to eval; safe to run twice.
 set -euo pipefail
 need=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2

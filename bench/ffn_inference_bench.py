@@ -4,10 +4,11 @@ Per-step timings of the same network, measured in this run on the same FOVs:
   (a) TensorFlow's forward pass (tf.nn.conv3d, NDHWC, fp32) -- the baseline Google's code runs;
       needs `tensorflow-cpu` (bench-only); skipped with a note when it is missing;
   (b) a naive PyTorch loop: one canvas, fp32, default (channels-first) layout;
-  ours: fp32 channels-last, batch 1 and batch B (several canvases per forward pass), bf16.
+  ours: fp32 channels-last, batch 1 and batch B (several canvases per forward pass), the same
+  compiled (TorchInductor, frozen weights: convolutions fused with their ReLU / residual add), bf16.
 Then the whole crop is segmented with our fp32 path (voxels/s, s/step, GFLOP/s) and,
-with --fast-segmentation, with each reduced precision too (VOI against the fp32 result):
-bf16 on CPU (when native or --bf16); tf32, fp16 and bf16 on a GPU.
+with --fast-segmentation, with the compiled path and each reduced precision too (VOI against
+the fp32 result): bf16 on CPU (when native or --bf16); tf32, fp16 and bf16 on a GPU.
 
 Usage: .venv/bin/python bench/ffn_inference_bench.py [--rounds 5] [--threads 2] [--batch 4] [--no-segmentation]
        [--fast-segmentation] [--bf16]
@@ -127,9 +128,12 @@ def variation_of_information(a: np.ndarray, b: np.ndarray) -> float:
     return 2 * entropy(p) - entropy(pa) - entropy(pb)
 
 
-def segment(image, model, config, options, precision: str, channels_last: bool) -> tuple[Canvas, float]:
+def segment(image, model, config, options, precision: str, channels_last: bool,
+            compile: bool = False) -> tuple[Canvas, float]:
     canvas = Canvas(image, config, options)
-    forward = ForwardRunner(model, precision, channels_last)
+    forward = ForwardRunner(model, precision, channels_last, compile=compile)
+    if compile:  # compiling (~20 s) is paid once per process, not per crop
+        forward(np.zeros((1, *config.fov_size), np.float32), np.zeros((1, *config.fov_size), np.float32))
     started = time.perf_counter()
     run_canvases([canvas.run()], forward)
     return canvas, time.perf_counter() - started
@@ -161,7 +165,10 @@ def main() -> None:
     fp32 = ForwardRunner(model, "fp32", channels_last=True)
     paths = [("(b) naive PyTorch fp32, 1 canvas, channels-first", ForwardRunner(model, "fp32", channels_last=False), 1),
              ("ours fp32 channels-last, 1 canvas", fp32, 1),
-             (f"ours fp32 channels-last, {args.batch} canvases/pass", fp32, args.batch)]
+             (f"ours fp32 channels-last, {args.batch} canvases/pass", fp32, args.batch),
+             ("ours fp32 compiled, 1 canvas", ForwardRunner(model, "fp32", True, compile=True), 1),
+             (f"ours fp32 compiled, {args.batch} canvases/pass",
+              ForwardRunner(model, "fp32", True, compile=True, batch_size=args.batch), args.batch)]
     if tf_forward is None:
         print("(a) TensorFlow baseline skipped: tensorflow-cpu is not installed (pip install tensorflow-cpu)")
     else:
@@ -193,11 +200,11 @@ def main() -> None:
     if tf_seconds is not None:
         print(f"  per step vs TensorFlow forward: {tf_seconds / (total / canvas.steps):.2f}x "
               f"(Google's own inference on this crop here: ~0.27 s/step, 726 steps)")
-    if args.fast_segmentation:  # each reduced precision must keep the segmentation within VOI 0.05 of fp32
-        for precision in fast_precisions:
-            fast, fast_seconds = segment(image, model, config, options, precision, True)
+    if args.fast_segmentation:  # each fast path must keep the segmentation within VOI 0.05 of fp32
+        for precision, compiled in [("fp32", True)] + [(precision, False) for precision in fast_precisions]:
+            fast, fast_seconds = segment(image, model, config, options, precision, True, compile=compiled)
             voi = variation_of_information(canvas.labels(), fast.labels())
-            print(f"{precision}: {len(fast.origins)} segments, {fast.steps} steps, {fast_seconds:.1f} s, "
+            print(f"{precision}{' compiled' if compiled else ''}: {len(fast.origins)} segments, {fast.steps} steps, {fast_seconds:.1f} s, "
                   f"VOI to fp32 {voi:.4f} nats ({'within' if voi <= 0.05 else 'NOT within'} 0.05)")
 
 

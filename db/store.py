@@ -46,11 +46,12 @@ import io
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -410,15 +411,60 @@ def _apply_edge_changes(session: Session, store: Store, edit: dict[str, Any], af
                       added_edges=list(add_pairs), removed_edges=removed, groups=groups)
 
 
+@contextmanager
+def _writing(store: Store, session: Session | None) -> Iterator[Session]:
+    """The caller's open write session, else a write transaction of our own (committed on success)."""
+    if session is not None:
+        yield session
+        return
+    with write_session(store.engine, store.dataset_id) as own:
+        yield own
+
+
+@contextmanager
+def _reading(store: Store, session: Session | None) -> Iterator[Session]:
+    """The caller's open session, else a read session of our own."""
+    if session is not None:
+        yield session
+        return
+    with read_session(store.engine) as own:
+        yield own
+
+
+T = TypeVar("T")
+
+
+def apply_edits(store: Store, edits: Sequence[Callable[[Session], T]]) -> list["T | Exception"]:
+    """Run several edits in one write transaction, each in a savepoint of its own: group commit.
+
+    A server with edits queued behind one another pays one transaction (writer lock, BEGIN,
+    COMMIT) for the lot instead of one each. Each edit is a callable given the session (e.g.
+    `lambda s: merge(store, a, b, user, session=s)`); it sees the edits before it. An edit that
+    raises is rolled back alone and its exception takes its place in the returned list; if the
+    commit itself fails, that error is raised and none of them happened.
+    """
+    outcomes: list[T | Exception] = []
+    with write_session(store.engine, store.dataset_id) as session:
+        for edit in edits:
+            try:
+                with session.begin_nested():
+                    outcomes.append(edit(session))
+            except Exception as exc:  # noqa: BLE001 (the edit's own failure, handed back to its caller)
+                outcomes.append(exc)
+    return outcomes
+
+
 def merge(store: Store, supervoxel_a: int, supervoxel_b: int, user: "str | User",
-          seen_roots: Iterable[int] | None = None) -> EditResult:
+          seen_roots: Iterable[int] | None = None, session: Session | None = None) -> EditResult:
     """Join the neurons of two supervoxels by an agglomeration edge between them.
 
     `seen_roots`: the root ids the caller saw for these neurons; when given, the edit is refused
     with ConflictError unless both supervoxels still belong to roots in that list.
+    `session`: an open write session to run in (see `apply_edits`); by default the edit is a
+    transaction of its own.
     """
     a, b = sorted((_supervoxel_id(supervoxel_a), _supervoxel_id(supervoxel_b)))
-    with write_session(store.engine, store.dataset_id) as session:
+    with _writing(store, session) as session:
         editor = _editor(session, user)
         roots = _current_roots(session, store, [a, b])
         _check_seen(roots, seen_roots)
@@ -513,47 +559,51 @@ def _minimum_cut(rows: Sequence[tuple], sources: list[int], sinks: list[int]) ->
 
 
 def split(store: Store, sources: Iterable[int], sinks: Iterable[int], user: "str | User",
-          preview: bool = False, seen_roots: Iterable[int] | None = None) -> EditResult:
+          preview: bool = False, seen_roots: Iterable[int] | None = None, session: Session | None = None) -> EditResult:
     """Separate sources from sinks (all in one neuron) by a minimum cut of its agglomeration edges.
 
     Capacities come from the adjacency graph: contact area times (1 - boundary score), so the
     cut prefers small contacts across strong membranes. With `preview` nothing is written and
     the result lists the edges that would be removed and the resulting supervoxel groups.
+    `session`: as for `merge`.
     """
     sources = sorted({_supervoxel_id(sv) for sv in sources})
     sinks = sorted({_supervoxel_id(sv) for sv in sinks})
     if preview:
-        with read_session(store.engine) as session:
+        with _reading(store, session) as session:
             _user_row(session, user)
             root, cut_ids, groups = _split_plan(session, store, sources, sinks, seen_roots)
             removed = session.execute(select(AgglomerationEdge.sv_a, AgglomerationEdge.sv_b).where(
                 AgglomerationEdge.id.in_(cut_ids))).all()
         return EditResult(edit_id=None, operation="split", affected_roots=[root], resulting_roots=[],
                           removed_edges=sorted(removed), groups=groups)
-    with write_session(store.engine, store.dataset_id) as session:
+    with _writing(store, session) as session:
         editor = _editor(session, user)
         root, cut_ids, _ = _split_plan(session, store, sources, sinks, seen_roots)
         edit = _new_edit(session, store, editor, "split", {"sources": sources, "sinks": sinks})
         return _apply_edge_changes(session, store, edit, [root], [], cut_ids)
 
 
-def undo(store: Store, edit_id: int, user: "str | User", seen_roots: Iterable[int] | None = None) -> EditResult:
+def undo(store: Store, edit_id: int, user: "str | User", seen_roots: Iterable[int] | None = None,
+         session: Session | None = None) -> EditResult:
     """Reverse an edit's edge changes as a new edit; ConflictError if a later edit changed those edges.
 
     Only merges and splits are undone or redone; a proofreader may undo only their own edits.
+    `session`: as for `merge`.
     """
-    return _undo_or_redo(store, edit_id, user, seen_roots, "undo")
+    return _undo_or_redo(store, edit_id, user, seen_roots, "undo", session)
 
 
-def redo(store: Store, edit_id: int, user: "str | User", seen_roots: Iterable[int] | None = None) -> EditResult:
+def redo(store: Store, edit_id: int, user: "str | User", seen_roots: Iterable[int] | None = None,
+         session: Session | None = None) -> EditResult:
     """Re-apply an undone edit's edge changes as a new edit; ConflictError if those edges changed since."""
-    return _undo_or_redo(store, edit_id, user, seen_roots, "redo")
+    return _undo_or_redo(store, edit_id, user, seen_roots, "redo", session)
 
 
 def _undo_or_redo(store: Store, edit_id: int, user: "str | User", seen_roots: Iterable[int] | None,
-                  operation: str) -> EditResult:
+                  operation: str, session: Session | None) -> EditResult:
     edit_id = _edit_id(edit_id)
-    with write_session(store.engine, store.dataset_id) as session:
+    with _writing(store, session) as session:
         editor = _editor(session, user)
         target = session.get(Edit, edit_id)
         if target is None or target.dataset_id != store.dataset_id:
@@ -628,9 +678,9 @@ def _latest_children(session: Session, edit_ids: Sequence[int]) -> dict[int, tup
 
 # ---------------------------------------------------------------- roots and time travel
 
-def latest_edit_id(store: Store) -> int:
+def latest_edit_id(store: Store, session: Session | None = None) -> int:
     """Id of the latest edit of the dataset (0 before any); cheap, for servers polling for changes."""
-    with read_session(store.engine) as session:
+    with _reading(store, session) as session:
         return _latest_edit(session, store)
 
 
@@ -761,9 +811,10 @@ def _walk_edits(session: Session, start: list[int], backward: bool) -> list[dict
     return steps
 
 
-def history(store: Store, user: str | None = None, since_edit: int = 0, limit: int | None = None) -> list[EditRecord]:
-    """The edit log, oldest first, optionally of one user and after `since_edit`."""
-    with read_session(store.engine) as session:
+def history(store: Store, user: str | None = None, since_edit: int = 0, limit: int | None = None,
+            session: Session | None = None) -> list[EditRecord]:
+    """The edit log, oldest first, optionally of one user and after `since_edit` (in `session` when given)."""
+    with _reading(store, session) as session:
         query = (select(Edit, User.name).join(User, User.id == Edit.user_id)
                  .where(Edit.dataset_id == store.dataset_id, Edit.id > since_edit).order_by(Edit.id))
         if user is not None:

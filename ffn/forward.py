@@ -2,11 +2,16 @@
 
 fp32 is the reference path (deterministic kernels, no TF32); bf16 autocast works on
 CPU and GPU; fp16 autocast and tf32 (fp32 tensors, TensorFloat-32 convolutions) on GPU
-only. Channels-last 3D lets oneDNN/cuDNN pick faster kernels.
+only. Channels-last 3D lets oneDNN/cuDNN pick faster kernels. `compile` runs the network
+through TorchInductor with frozen weights, which fuses each convolution with the ReLU or
+residual add after it (on CPU, oneDNN post-ops): fewer passes over the activations, same
+numbers as the eager path.
 """
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 
 import numpy as np
 import torch
@@ -43,25 +48,43 @@ class ForwardRunner:
     """Callable `(images, seeds) -> logits` over (B, z, y, x) float32 arrays."""
 
     def __init__(self, model: ConvStack3DFFN, precision: str = "fp32", channels_last: bool = True,
-                 device: str | torch.device | None = None, compile: bool = False):
+                 device: str | torch.device | None = None, compile: bool = False, batch_size: int = 1):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if precision in ("fp16", "tf32") and self.device.type != "cuda":
             raise InputError(f"{precision} inference needs a GPU; use bf16 or fp32 on CPU")
+        if compile and self.device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
+            raise InputError("compiled inference on CPU needs a C++ compiler (g++); install one or turn compile off")
         self.precision = precision
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.model = model.to(self.device).eval().to(memory_format=self.memory_format)
-        self.forward = torch.compile(self.model) if compile else self.model
+        self.compiled = compile
+        # a compiled graph is specialised to one batch size; smaller batches are padded up to it
+        self.batch_size = max(1, int(batch_size))
+        self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
         self.steps = 0
 
     def __call__(self, images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        count = len(images)
         batch = np.stack([images, seeds], axis=1)  # (B, 2, z, y, x)
+        if self.compiled and count < self.batch_size:
+            batch = np.concatenate([batch, np.zeros((self.batch_size - count, *batch.shape[1:]), batch.dtype)])
         x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
         with cuda_numerics(self.precision if self.device.type == "cuda" else None), torch.inference_mode():
             if self.precision in ("fp32", "tf32"):
-                out = self.forward(x)
+                out = self._network(x)
             else:
                 dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
                 with torch.autocast(self.device.type, dtype=dtype):
-                    out = self.forward(x)
-        self.steps += len(images)
-        return out[:, 0].float().cpu().numpy()
+                    out = self._network(x)
+        self.steps += count
+        return out[:count, 0].float().cpu().numpy()
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.compiled:
+            return self.forward(x)
+        import torch._inductor.config as inductor_config
+
+        # Frozen weights let Inductor fold them into fused convolution kernels; set per call
+        # (compilation happens lazily, on the first call) rather than process-wide.
+        with inductor_config.patch(freezing=True):
+            return self.forward(x)

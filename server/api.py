@@ -8,9 +8,9 @@ Store calls run on the server's worker threads, never on the tornado thread.
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import json
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -90,16 +90,15 @@ class ApiHandler(QuietHttpErrors, tornado.web.RequestHandler):
 
     async def call(self, function: Callable, *args, **kwargs) -> Any:
         """Run a blocking store read on a worker thread and translate its errors."""
-        return await self._run(self.server.executor, functools.partial(function, *args, **kwargs))
+        return await self._outcome(lambda: self.server.executor.submit(function, *args, **kwargs))
 
-    async def edit(self, function: Callable, *args, **kwargs) -> Any:
-        """Run a store edit on the server's edit thread, in arrival order, and translate its errors."""
-        return await self._run(self.server.edit_executor, functools.partial(function, *args, **kwargs))
+    async def edit(self, function: Callable[..., Future], *args, **kwargs) -> Any:
+        """Queue a store edit (the server's `edit_*`, which return Futures) and translate its errors."""
+        return await self._outcome(lambda: function(*args, **kwargs))
 
-    async def _run(self, executor, call: Callable[[], Any]) -> Any:
-        loop = asyncio.get_running_loop()
+    async def _outcome(self, start: Callable[[], Future]) -> Any:
         try:
-            return await loop.run_in_executor(executor, call)
+            return await asyncio.wrap_future(start())
         except ForbiddenError as exc:
             raise ApiError(403, str(exc)) from None
         except NotFoundError as exc:

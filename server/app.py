@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import neuroglancer
@@ -23,6 +23,7 @@ import tornado.web
 
 from db import store
 from server.auth import ApiError, Authenticator, Caller, QuietHttpErrors
+from server.edit_queue import EditQueue
 from server.viewers import EDITS_STATUS_KEY, MAX_SYNAPSES_SHOWN, POST_SYNAPSE_LAYER, PRE_SYNAPSE_LAYER, SYNAPSE_RADIUS_NM, UserViewer
 from volumes.errors import InputError, RefusedError
 from volumes.workspace import Workspace
@@ -77,10 +78,11 @@ class ProofreadingServer:
         self.layers = choose_layers(workspace, image_layer, segmentation_layer)
         self.store = store.open_store(workspace)
         self.executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="connectome-store")
-        # Edits to the store run one at a time anyway (one writer); a single thread takes them in
-        # arrival order, where several threads racing for the write lock left some callers waiting
-        # behind many later ones (the p99 of concurrent merges).
-        self.edit_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connectome-edits")
+        self._wake = threading.Event()  # set after an edit here, so the push does not wait for the next poll
+        # Edits to the store run one at a time anyway (one writer); one thread takes them in arrival
+        # order (threads racing for the write lock left some callers behind many later ones) and
+        # commits those that queued up together.
+        self.edits = EditQueue(self.store, after_commit=self._wake.set)
         self.auth = Authenticator(self.store, self.executor)
         self._viewers: dict[str, UserViewer] = {}  # by user name
         self._viewers_lock = threading.Lock()
@@ -88,7 +90,6 @@ class ProofreadingServer:
         self.edit_id: int | None = None  # the latest edit pushed to the viewers
         self._groups: list[list[int]] = []
         self._groups_edit_id: int | None = None
-        self._wake = threading.Event()  # set after an edit here, so the push does not wait for the next poll
         self._synapse_layers: list | None = None
 
         if ng_server.is_server_running():
@@ -116,7 +117,7 @@ class ProofreadingServer:
         self._poller.join(timeout=5)
         ng_server.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
-        self.edit_executor.shutdown(wait=False, cancel_futures=True)
+        self.edits.close()
         self.store.close()
 
     def __enter__(self) -> "ProofreadingServer":
@@ -225,7 +226,7 @@ class ProofreadingServer:
                 print(f"connectome serve: store poll failed: {type(exc).__name__}: {exc}", flush=True)
                 time.sleep(1.0)
 
-    # ------------------------------------------------------------------ edits (blocking; call on worker threads)
+    # ------------------------------------------------------------------ edits (each returns a Future of its result)
 
     def require_role(self, caller: Caller, role: str) -> None:
         if not caller.may(role):
@@ -238,53 +239,67 @@ class ProofreadingServer:
         except InputError as exc:
             raise NotFoundError(str(exc)) from None
 
-    def _edit(self, supervoxels: list[int], seen_edit_id: int | None, seen_roots: list[int] | None, apply):
-        """Run apply(seen_roots); a viewer's edit is judged against the roots as of the edit it showed.
+    def _edit(self, supervoxels: list[int], seen_edit_id: int | None, seen_roots: list[int] | None, apply,
+              writes: bool = True) -> Future:
+        """Queue apply(session, seen_roots); a viewer's edit is judged against the roots as of the edit it showed.
 
         Bad input is re-checked for unknown supervoxels, reported as NotFoundError (HTTP 404).
+        A split preview (`writes` False) reads on a worker thread instead of joining the queue.
         """
-        if seen_roots is None and seen_edit_id is not None:
-            seen_roots = sorted(set(self.known_roots(supervoxels, at=seen_edit_id).values()))
-        try:
-            result = apply(seen_roots)
-        except InputError:
-            self.known_roots(supervoxels)
-            raise
-        self._wake.set()
-        return result
+        def edit(session):
+            seen = seen_roots
+            if seen is None and seen_edit_id is not None:
+                seen = sorted(set(self.known_roots(supervoxels, at=seen_edit_id).values()))
+            try:
+                return apply(session, seen)
+            except InputError:
+                self.known_roots(supervoxels)
+                raise
+
+        return self.edits.submit(edit) if writes else self.executor.submit(edit, None)
 
     def edit_merge(self, caller: Caller, supervoxel_a: int, supervoxel_b: int, seen_roots: list[int] | None = None,
-                   seen_edit_id: int | None = None) -> store.EditResult:
+                   seen_edit_id: int | None = None) -> "Future[store.EditResult]":
         """Merge; conflicts are judged against `seen_roots`, or the roots as of the edit the viewer showed."""
         self.require_role(caller, "proofreader")
         return self._edit([supervoxel_a, supervoxel_b], seen_edit_id, seen_roots,
-                          lambda seen: store.merge(self.store, supervoxel_a, supervoxel_b, user=caller.name, seen_roots=seen))
+                          lambda session, seen: store.merge(self.store, supervoxel_a, supervoxel_b, user=caller.name,
+                                                            seen_roots=seen, session=session))
 
     def edit_split(self, caller: Caller, sources: list[int], sinks: list[int], preview: bool = False,
-                   seen_roots: list[int] | None = None, seen_edit_id: int | None = None) -> store.EditResult:
+                   seen_roots: list[int] | None = None, seen_edit_id: int | None = None) -> "Future[store.EditResult]":
         self.require_role(caller, "proofreader")
         return self._edit(sources + sinks, seen_edit_id, seen_roots,
-                          lambda seen: store.split(self.store, sources=sources, sinks=sinks, user=caller.name, preview=preview, seen_roots=seen))
+                          lambda session, seen: store.split(self.store, sources=sources, sinks=sinks, user=caller.name,
+                                                            preview=preview, seen_roots=seen, session=session),
+                          writes=not preview)
 
-    def edit_undo_or_redo(self, caller: Caller, operation: str, edit_id: int | None = None) -> tuple[int, store.EditResult]:
-        """Undo or redo `edit_id`, or the latest edit the caller may undo / redo; returns (target edit, result)."""
+    def edit_undo_or_redo(self, caller: Caller, operation: str,
+                          edit_id: int | None = None) -> "Future[tuple[int, store.EditResult]]":
+        """Undo or redo `edit_id`, or the latest edit the caller may undo / redo; the Future gives (target edit, result).
+
+        The target is looked up inside the edit's transaction, so it sees the edits queued before it.
+        """
         self.require_role(caller, "proofreader")
-        if edit_id is None:
-            latest = store.latest_edit_id(self.store)
-            target = _latest_target(store.history(self.store, since_edit=max(0, latest - UNDO_SEARCH_DEPTH)), operation, caller)
-        else:
-            found = store.history(self.store, since_edit=edit_id - 1, limit=1)
-            if not found or found[0].id != edit_id:
-                raise NotFoundError(f"there is no edit {edit_id}")
-            target = found[0]
-        if target.operation not in ("merge", "split"):
-            raise InputError(f"edit {target.id} is an {target.operation}; only merges and splits can be undone or redone")
-        if caller.role != "admin" and target.user != caller.name:
-            raise ForbiddenError(f"edit {target.id} is {target.user}'s; a {caller.role} may {operation} only their own edits")
-        apply = store.undo if operation == "undo" else store.redo
-        result = apply(self.store, target.id, user=caller.name)
-        self._wake.set()
-        return target.id, result
+
+        def edit(session):
+            if edit_id is None:
+                latest = store.latest_edit_id(self.store, session=session)
+                target = _latest_target(store.history(self.store, since_edit=max(0, latest - UNDO_SEARCH_DEPTH),
+                                                      session=session), operation, caller)
+            else:
+                found = store.history(self.store, since_edit=edit_id - 1, limit=1, session=session)
+                if not found or found[0].id != edit_id:
+                    raise NotFoundError(f"there is no edit {edit_id}")
+                target = found[0]
+            if target.operation not in ("merge", "split"):
+                raise InputError(f"edit {target.id} is an {target.operation}; only merges and splits can be undone or redone")
+            if caller.role != "admin" and target.user != caller.name:
+                raise ForbiddenError(f"edit {target.id} is {target.user}'s; a {caller.role} may {operation} only their own edits")
+            apply = store.undo if operation == "undo" else store.redo
+            return target.id, apply(self.store, target.id, user=caller.name, session=session)
+
+        return self.edits.submit(edit)
 
 
 def _latest_target(records: list, operation: str, caller: Caller):

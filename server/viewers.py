@@ -176,7 +176,7 @@ class UserViewer:
         self._submit(self._merge, selected[0], selected[1])
 
     def _merge(self, supervoxel_a: int, supervoxel_b: int) -> str:
-        result = self.server.edit_merge(self.caller, supervoxel_a, supervoxel_b, seen_edit_id=self.shown_edit_id)
+        result = self.server.edit_merge(self.caller, supervoxel_a, supervoxel_b, seen_edit_id=self.shown_edit_id).result()
         return f"merged {supervoxel_a} and {supervoxel_b} (edit {result.edit_id})"
 
     def _on_mark(self, action_state, marks: list[int], side: str) -> None:
@@ -202,7 +202,7 @@ class UserViewer:
             sources, sinks = list(self.split_sources), list(self.split_sinks)
         if not sources or not sinks:
             return "mark at least one split source (q) and one sink (w) first"
-        result = self.server.edit_split(self.caller, sources, sinks, preview=preview, seen_edit_id=self.shown_edit_id)
+        result = self.server.edit_split(self.caller, sources, sinks, preview=preview, seen_edit_id=self.shown_edit_id).result()
         with self._lock:
             self.preview_groups = [list(group) for group in result.groups] if preview else None
             if not preview:
@@ -214,7 +214,7 @@ class UserViewer:
         return f"split into {len(result.resulting_roots)} neurons (edit {result.edit_id})"
 
     def _undo_or_redo(self, operation: str) -> str:
-        target_edit_id, result = self.server.edit_undo_or_redo(self.caller, operation)
+        target_edit_id, result = self.server.edit_undo_or_redo(self.caller, operation).result()
         return f"{operation} of edit {target_edit_id} (edit {result.edit_id})"
 
 

@@ -191,6 +191,34 @@ def test_merge_split_undo_redo_keep_untouched_roots(chain):
     assert all(r >= 10**12 for r in every_root)
 
 
+def test_edits_applied_together_commit_once_and_fail_alone(chain):
+    """Group commit: each edit sees the ones before it; a refused one is rolled back alone."""
+    before_refusal = None
+
+    def refused_after_writing(session):
+        nonlocal before_refusal
+        before_refusal = S.merge(chain, 5, 6, user="bo", session=session)  # written, then undone by the savepoint
+        raise RefusedError("changed my mind")
+
+    outcomes = S.apply_edits(chain, [
+        lambda session: S.merge(chain, 1, 2, user="ana", session=session),
+        lambda session: S.merge(chain, 1, 2, user="ana", session=session),  # already one neuron: sees the first
+        refused_after_writing,
+        lambda session: S.merge(chain, 2, 3, user="bo", session=session),
+        lambda session: S.undo(chain, S.latest_edit_id(chain, session=session), user="bo", session=session),
+    ])
+    first, again, refused, second, undone = outcomes
+    assert isinstance(again, RefusedError) and "already in one neuron" in str(again)
+    assert isinstance(refused, RefusedError) and before_refusal is not None
+    assert undone.operation == "undo" and undone.affected_roots == second.resulting_roots
+    records = S.history(chain)
+    assert [(r.id, r.operation, r.user) for r in records] == [
+        (first.edit_id, "merge", "ana"), (second.edit_id, "merge", "bo"), (undone.edit_id, "undo", "bo")]
+    assert second.edit_id == first.edit_id + 1  # the rolled-back edit's id was handed back
+    roots = S.roots_of(chain, [1, 2, 3, 5, 6])
+    assert roots[1] == roots[2] != roots[3] and len(set(roots.values())) == 4  # {1, 2} {3} {5} {6}
+
+
 def test_split_cuts_the_weakest_contact():
     """Two blobs joined by a one-voxel bridge: the min cut takes the bridge, not the big faces."""
     labels = np.zeros((6, 6, 12), dtype=np.uint32)

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import require
 
 from cli.main import main
 from ffn.consensus import split_by_intersection
@@ -102,6 +103,24 @@ def test_batched_canvases_give_the_same_result_as_one_at_a_time():
     for a, b in zip(alone, together):
         assert np.array_equal(a.labels(), b.labels())
         assert [o.to_dict()["start_zyx"] for o in a.origins.values()] == [o.to_dict()["start_zyx"] for o in b.origins.values()]
+
+
+def test_compiled_network_segments_exactly_as_the_eager_one():
+    """The fused (Inductor, frozen weights) path pads short batches and changes no label."""
+    import shutil
+
+    require(shutil.which("g++") is not None, "g++ (a C++ compiler) is needed to compile the network on CPU")
+    image, _ = cells_image()
+    canvases = {}
+    for compiled in (False, True):
+        forward = ForwardRunner(toy_model(), "fp32", channels_last=True, compile=compiled, batch_size=3)
+        # three canvas slots, two canvases: every forward pass is a short batch the compiled path pads
+        canvases[compiled] = [Canvas(image[::-1] if flip else image, TOY_CONFIG, toy_options()) for flip in (False, True)]
+        run_canvases([c.run() for c in canvases[compiled]], forward, batch_size=3)
+        assert forward.steps == sum(c.steps for c in canvases[compiled])
+    for eager, fused in zip(canvases[False], canvases[True]):
+        assert eager.steps == fused.steps and len(eager.origins) >= 8
+        assert np.array_equal(eager.labels(), fused.labels())
 
 
 def test_min_segment_size_rejects_small_segments():
