@@ -426,3 +426,16 @@ def test_sqlite_wal_is_checkpointed_in_the_background_until_close(tmp_path):
     proofreading.close()
     time.sleep(1.0)  # the thread wakes every 0.5 s and sees it was stopped
     assert not checkpointer.running and checkpointer_for(proofreading.engine) is None
+
+
+def test_small_graph_components_agree_with_scipy(monkeypatch):
+    """Edits on a few edges take a Python union-find; it must group exactly as the scipy path does."""
+    rng = np.random.default_rng(5)
+    for size in (1, 2, 7, 40, 200):
+        nodes = [int(v) for v in rng.choice(10**9, size=size, replace=False)]
+        pairs = [(nodes[i], nodes[j]) for i, j in rng.integers(0, size, size=(int(size * 0.7), 2))]
+        fast = S._components(nodes, pairs)
+        monkeypatch.setattr(S, "SMALL_GRAPH_EDGES", 0)
+        assert fast == S._components(nodes, pairs), size
+        monkeypatch.setattr(S, "SMALL_GRAPH_EDGES", 256)
+        assert sorted(v for group in fast for v in group) == sorted(nodes)
