@@ -65,13 +65,15 @@ def import_google_model(out: Path) -> Path:
     return path
 
 
-def segment_block(name: str, model_path: Path, image: np.ndarray, out: Path, max_segments: int | None) -> Path:
+def segment_block(name: str, model_path: Path, image: np.ndarray, out: Path, max_segments: int | None,
+                  compile: bool = False) -> Path:
     """Segment the evaluation block with one model, once: the result is cached as segmentation-NAME.npz."""
     seg_path = out / f"segmentation-{name}.npz"
     if not seg_path.is_file():
         model, config = load_model(model_path)
         started = time.perf_counter()
-        segmentation, origins = segment_subvolume(image, model, config, InferenceOptions(max_segments=max_segments))
+        options = InferenceOptions(max_segments=max_segments, compile=compile)
+        segmentation, origins = segment_subvolume(image, model, config, options)
         seconds = time.perf_counter() - started
         steps = sum(o.iters for o in origins)
         tmp = seg_path.with_name(seg_path.stem + ".tmp.npz")
@@ -116,6 +118,8 @@ def main() -> None:
     parser.add_argument("--eval-bbox", default=f"{TRAIN_Z_STOP},0,0,250,250,250", help="held-out block to segment and score")
     parser.add_argument("--max-segments", type=int, help="stop each segmentation after this many segments (smoke tests)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true",
+                        help="segment with the compiled network (same labels as eager fp32, faster on CPU)")
     args = parser.parse_args()
     stages = [s for s in args.stages.split(",") if s]
     models = [m for m in args.models.split(",") if m]
@@ -164,7 +168,7 @@ def main() -> None:
     if "segment" in stages:
         for name in models:
             print(f"segmenting {eval_box.start}-{eval_box.stop} with {name}", flush=True)
-            segment_block(name, paths[name], eval_image, args.out, args.max_segments)
+            segment_block(name, paths[name], eval_image, args.out, args.max_segments, args.compile)
     if "score" in stages:
         report_scores(args, eval_box, eval_labels, models)
 

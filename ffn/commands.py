@@ -82,6 +82,9 @@ def _register_segment(commands) -> None:
     parser.add_argument("--max-segments", type=int, help="stop after this many segments")
     parser.add_argument("--precision", choices=list(PRECISIONS),
                         help="network precision (default fp32; fp16 and tf32 need a GPU)")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="compile the network (TorchInductor, fused convolutions; needs g++): same labels, "
+                             "~1.3x faster on CPU after ~20 s of compiling")
     parser.add_argument("--threads", type=int, help="CPU threads for the network")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing layer (the saved state of the same request is reused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -100,7 +103,7 @@ def _segment(args: argparse.Namespace) -> int:
 
     if args.max_segments is not None and args.max_segments < 1:
         raise InputError(f"--max-segments must be at least 1, got {args.max_segments}")
-    options = load_options(args.options, precision=args.precision, max_segments=args.max_segments)
+    options = load_options(args.options, precision=args.precision, max_segments=args.max_segments, compile=args.compile)
     bbox = Box.parse(args.bbox) if args.bbox else None
     if args.subvolume_size:
         return _segment_distributed(args, options, bbox)

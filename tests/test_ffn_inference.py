@@ -186,6 +186,20 @@ def test_segment_command_writes_a_layer_and_resumes(tmp_path, workspace):
     assert len(np.unique(a[a > 0])) == 8
 
 
+def test_segment_command_compiled_writes_the_same_layer(tmp_path, workspace):
+    import shutil
+
+    from volumes.io import open_volume
+
+    require(shutil.which("g++") is not None, "g++ (a C++ compiler) is needed to compile the network on CPU")
+    common, _ = _write_toy(tmp_path, workspace)
+    assert main(["ffn", "segment", *common, "--out", "eager"]) == 0
+    assert main(["ffn", "segment", *common, "--out", "compiled", "--compile"]) == 0
+    eager = open_volume(workspace.layer_url("eager")).read()
+    assert len(np.unique(eager[eager > 0])) == 8
+    assert np.array_equal(eager, open_volume(workspace.layer_url("compiled")).read())
+
+
 def _one_line_error(capsys, argv) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
