@@ -26,9 +26,11 @@ def register(subparsers) -> None:
 
     demo = subparsers.add_parser(
         "demo", help="build a demo workspace end to end (import, FFN, meshes, graph, synapses, users) and serve it",
-        description="With --data DIR (the published FIB-25 files) the demo segments a 64^3 box of the FIB-25 cube "
-                    "with Google's FFN checkpoint; without it, a synthetic volume. Finished steps are reused.")
+        description="The demo segments a 64^3 box of the FIB-25 cube with Google's FFN checkpoint, read from --data DIR "
+                    "(the published files) or else downloaded once into a cache (~20 MB; $CONNECTOME_CACHE, default "
+                    "~/.cache/connectome); offline, a synthetic volume with small shipped models. Finished steps are reused.")
     demo.add_argument("--data", help="directory with fib25-training2/ and ffn-fib25-google/ as published")
+    demo.add_argument("--offline", action="store_true", help="do not try to download FIB-25; without --data, use the synthetic volume")
     demo.add_argument("--workspace", "-w", default="./demo-workspace", help="workspace to build (default ./demo-workspace)")
     demo.add_argument("--bbox", help="z0,y0,x0,z1,y1,x1 box to segment (default for FIB-25: 93,93,93,157,157,157)")
     demo.add_argument("--no-serve", action="store_true", help="build the workspace and stop")
@@ -78,7 +80,7 @@ def run_mesh(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from server.demo import build_demo, demo_logins
 
-    workspace = build_demo(args.workspace, data_dir=args.data, bbox=args.bbox)
+    workspace = build_demo(args.workspace, data_dir=args.data, bbox=args.bbox, download=not args.offline)
     if args.no_serve:
         print(f"connectome demo: workspace ready at {workspace.root}; serve it with 'connectome serve -w {workspace.root}'")
         return 0

@@ -13,9 +13,11 @@ Steps, each skipped when its output already exists (so a re-run resumes):
                     skipped with advice
     8. users        an admin and a proofreader, their login links kept in W/demo-logins.json
 
-Data: --data DIR laid out as the published files (fib25-training2/, ffn-fib25-google/), else a
-synthetic volume from `connectome synth` with the small FFN and synapse models that ship in
-ffn/models and synapses/models (made by `python -m server.demo_models`, see their README.md).
+Data: --data DIR laid out as the published files (fib25-training2/, ffn-fib25-google/), else the
+same files downloaded from where they are published into a cache (server.fib25_download), else
+(offline, or --offline) a synthetic volume from `connectome synth` with the small FFN and synapse
+models that ship in ffn/models and synapses/models (made by `python -m server.demo_models`, see
+their README.md).
 Every step calls the owning package's command.
 """
 from __future__ import annotations
@@ -42,6 +44,7 @@ SHIPPED_SYNTHETIC_OPTIONS = REPOSITORY / "ffn" / "models" / "synthetic-inference
 SHIPPED_SYNAPSE_MODEL = REPOSITORY / "synapses" / "models" / "synthetic.pt"
 LOGINS_FILE = "demo-logins.json"
 GRAPH_MARKER = ".demo-graph-built"
+SOURCE_FILE = ".demo-source"
 DEMO_USERS = (("admin", "admin"), ("ana", "proofreader"))
 
 
@@ -57,17 +60,23 @@ class DemoPlan:
     description: str
 
 
-def plan_demo(data_dir: str | None, workspace: Workspace, bbox: str | None) -> DemoPlan:
-    """FIB-25 from --data when given, else a synthetic volume (written into the workspace)."""
+def plan_demo(data_dir: str | None, workspace: Workspace, bbox: str | None, download: bool = True) -> DemoPlan:
+    """FIB-25 from --data when given, else downloaded into the cache, else a synthetic volume (written into the workspace)."""
     if data_dir:
         root = Path(data_dir).resolve()
         for relative in (FIB25_IMAGE.split(":")[0], FIB25_CHECKPOINT + ".index", FIB25_OPTIONS, FIB25_PUBLISHED_SEGMENTATION):
             if not (root / relative).is_file():
                 raise InputError(f"--data {data_dir}: {relative} is missing (expected the published FIB-25 layout)")
-        return DemoPlan(image_spec=str(root / FIB25_IMAGE), checkpoint=root / FIB25_CHECKPOINT,
-                        options=root / FIB25_OPTIONS, bbox=bbox or DEFAULT_FIB25_BBOX,
-                        published_segmentation=f"{root / FIB25_PUBLISHED_SEGMENTATION}:segmentation",
-                        description=f"FIB-25 cube from {root} with Google's FFN checkpoint")
+        return _fib25_plan(root, bbox, f"FIB-25 cube from {root} with Google's FFN checkpoint")
+    if download:
+        from server.fib25_download import default_cache, fetch_fib25
+
+        try:
+            root = fetch_fib25(default_cache())
+        except RefusedError as exc:
+            print(f"connectome demo: FIB-25 is not available offline: {exc}; using a synthetic volume instead", flush=True)
+        else:
+            return _fib25_plan(root, bbox, f"FIB-25 cube downloaded into {root}, with Google's FFN checkpoint")
     synthetic = workspace.root / "synthetic.h5"
     shipped = [name for name, path in (("FFN", SHIPPED_SYNTHETIC_MODEL), ("synapse", SHIPPED_SYNAPSE_MODEL)) if path.is_file()]
     models = f" with the small {' and '.join(shipped)} model{'s' if len(shipped) > 1 else ''} shipped for it" if shipped else " (no shipped models found)"
@@ -75,6 +84,21 @@ def plan_demo(data_dir: str | None, workspace: Workspace, bbox: str | None) -> D
     return DemoPlan(image_spec=f"{synthetic}:volumes/raw", checkpoint=None, options=options,
                     bbox=bbox, published_segmentation=None,
                     description=f"a synthetic volume from 'connectome synth'{models} (no --data given; works offline)")
+
+
+def _fib25_plan(root: Path, bbox: str | None, description: str) -> DemoPlan:
+    return DemoPlan(image_spec=str(root / FIB25_IMAGE), checkpoint=root / FIB25_CHECKPOINT,
+                    options=root / FIB25_OPTIONS, bbox=bbox or DEFAULT_FIB25_BBOX,
+                    published_segmentation=f"{root / FIB25_PUBLISHED_SEGMENTATION}:segmentation", description=description)
+
+
+def _remember_source(workspace: Workspace, source: str) -> None:
+    """Refuse to resume a workspace built from other data (its finished steps would be reused)."""
+    marker = workspace.root / SOURCE_FILE
+    if marker.is_file() and marker.read_text().strip() != source:
+        raise InputError(f"workspace {workspace.root} holds a {marker.read_text().strip()} demo; "
+                         f"build the {source} one with another --workspace")
+    marker.write_text(source + "\n")
 
 
 def run_command(argv: list[str]) -> None:
@@ -98,10 +122,12 @@ def step(number: int, total: int, title: str, done: bool, action: Callable[[], s
     print(f"      {message or 'done'} ({time.time() - started:.0f} s)", flush=True)
 
 
-def build_demo(workspace_dir: str, data_dir: str | None = None, bbox: str | None = None) -> Workspace:
+def build_demo(workspace_dir: str, data_dir: str | None = None, bbox: str | None = None,
+               download: bool = True) -> Workspace:
     """Run steps 1-8; returns the workspace, ready to serve."""
     workspace = Workspace.init(workspace_dir)
-    plan = plan_demo(data_dir, workspace, bbox)
+    plan = plan_demo(data_dir, workspace, bbox, download)
+    _remember_source(workspace, "FIB-25" if plan.checkpoint is not None else "synthetic")
     print(f"connectome demo: {plan.description}; workspace {workspace.root}", flush=True)
     w = ["--workspace", str(workspace.root)]
     model_path = workspace.root / "models" / "ffn.pt"

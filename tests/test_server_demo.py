@@ -55,14 +55,14 @@ def serve_and_open(workspace_dir, token: str) -> None:
 def test_offline_demo_builds_reuses_and_serves(tmp_path):
     workspace_dir = tmp_path / "demo-workspace"
     started = time.monotonic()
-    first = run_cli("demo", "--workspace", str(workspace_dir), "--no-serve")
+    first = run_cli("demo", "--workspace", str(workspace_dir), "--no-serve", "--offline")
     assert first.returncode == 0, first.stderr[-2000:]
     print(f"offline demo built in {time.monotonic() - started:.0f} s")
     assert "synthetic" in first.stdout and "using the small FFN model shipped" in first.stdout
     assert "detected with the small synapse model shipped" in first.stdout
     logins = check_built(workspace_dir, minimum_supervoxels=5)
 
-    again = run_cli("demo", "--workspace", str(workspace_dir), "--no-serve")
+    again = run_cli("demo", "--workspace", str(workspace_dir), "--no-serve", "--offline")
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("already done, reusing it") == 7  # every step
     serve_and_open(workspace_dir, logins["admin"])
