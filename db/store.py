@@ -42,7 +42,6 @@ Functions (all take the Store first):
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import secrets
 from collections import defaultdict

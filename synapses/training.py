@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from synapses.data import GroundTruth, Region, load_ground_truth, normalize_image, open_image, parse_sections
-from synapses.detection import Prediction, array_reader, extract_sites, predict_blocks
+from synapses.detection import Prediction, extract_sites, predict_blocks
 from synapses.evaluation import site_scores
 from synapses.model import NetworkConfig, SynapseModel, SynapseUNet, pooling_for_resolution
 from volumes.errors import InputError
