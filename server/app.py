@@ -239,12 +239,12 @@ class ProofreadingServer:
         except InputError as exc:
             raise NotFoundError(str(exc)) from None
 
-    def _edit(self, supervoxels: list[int], seen_edit_id: int | None, seen_roots: list[int] | None, apply,
-              writes: bool = True) -> Future:
+    def _edit(self, supervoxels: list[int], seen_edit_id: int | None, seen_roots: list[int] | None, apply) -> Future:
         """Queue apply(session, seen_roots); a viewer's edit is judged against the roots as of the edit it showed.
 
         Bad input is re-checked for unknown supervoxels, reported as NotFoundError (HTTP 404).
-        A split preview (`writes` False) reads on a worker thread instead of joining the queue.
+        A split preview queues too: it then sees every edit before it, and a viewer's worker
+        thread waiting for it never waits on another worker thread.
         """
         def edit(session):
             seen = seen_roots
@@ -256,7 +256,7 @@ class ProofreadingServer:
                 self.known_roots(supervoxels)
                 raise
 
-        return self.edits.submit(edit) if writes else self.executor.submit(edit, None)
+        return self.edits.submit(edit)
 
     def edit_merge(self, caller: Caller, supervoxel_a: int, supervoxel_b: int, seen_roots: list[int] | None = None,
                    seen_edit_id: int | None = None) -> "Future[store.EditResult]":
@@ -271,8 +271,7 @@ class ProofreadingServer:
         self.require_role(caller, "proofreader")
         return self._edit(sources + sinks, seen_edit_id, seen_roots,
                           lambda session, seen: store.split(self.store, sources=sources, sinks=sinks, user=caller.name,
-                                                            preview=preview, seen_roots=seen, session=session),
-                          writes=not preview)
+                                                            preview=preview, seen_roots=seen, session=session))
 
     def edit_undo_or_redo(self, caller: Caller, operation: str,
                           edit_id: int | None = None) -> "Future[tuple[int, store.EditResult]]":
