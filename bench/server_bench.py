@@ -1,7 +1,7 @@
 """Proofreading server throughput: merge latency through the HTTP API vs the store called in-process,
 and image chunks served per second.
 
-    .venv/bin/python bench/server_bench.py [--clients 8] [--merges-per-client 25] [--chunk-seconds 10]
+    .venv/bin/python bench/server_bench.py [--clients 8] [--merges-per-client 25] [--chunk-seconds 10] [--viewers]
 
 Builds a throwaway workspace from the FIB-25 cube (../shared/data, or $CONNECTOME_DATA), starts the
 server on 127.0.0.1, then in the same run:
@@ -12,6 +12,8 @@ server on 127.0.0.1, then in the same run:
      own CPU time (requests: ~1-2 ms a call) shows up as server latency;
   3. image chunk GETs from N concurrent clients for a fixed time (requests/s, MB/s).
 Every merge joins a fresh supervoxel to a client's own growing neuron, so none is refused.
+With --viewers each client's user first opens their viewer (GET /api/me), so the server also
+pushes the agglomeration to N viewers while the merges run, as it does for N proofreaders.
 """
 from __future__ import annotations
 
@@ -170,6 +172,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--merges-per-client", type=int, default=25)
     parser.add_argument("--chunk-seconds", type=float, default=10.0)
+    parser.add_argument("--viewers", action="store_true", help="open each client's viewer before the HTTP merges")
     args = parser.parse_args()
 
     from db import store
@@ -199,7 +202,11 @@ def main() -> int:
         try:
             print(f"in-process store.merge, {args.clients} threads ...", flush=True)
             direct, direct_wall = bench_store_merges(workspace, direct_chains)
-            print(f"HTTP POST /api/edits/merge, {args.clients} clients in another process ...", flush=True)
+            if args.viewers:
+                for token in tokens:
+                    requests.get(f"{server.url}/api/me", headers={"Authorization": f"Bearer {token}"}, timeout=30).raise_for_status()
+            print(f"HTTP POST /api/edits/merge, {args.clients} clients in another process"
+                  f"{f', {len(tokens)} viewers open' if args.viewers else ''} ...", flush=True)
             http, http_wall = in_client_process(http_merges, server.url, tokens, http_chains)
             print(f"the same through `requests`, {args.clients} clients ...", flush=True)
             via_requests, requests_wall = in_client_process(http_merges_requests, server.url, tokens, requests_chains)

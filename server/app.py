@@ -29,6 +29,9 @@ from volumes.errors import InputError, RefusedError
 from volumes.workspace import Workspace
 
 POLL_INTERVAL_S = 0.1
+# Pushing the agglomeration to every viewer costs each viewer a state rebuild: under a stream of
+# edits, push the latest at most this often (still well within the 1 s a proofreader waits).
+MIN_PUSH_INTERVAL_S = 0.25
 STORE_THREADS = 8
 UNDO_SEARCH_DEPTH = 1000
 
@@ -195,7 +198,7 @@ class ProofreadingServer:
         for user_viewer in viewers:
             user_viewer.show_agglomeration(groups, latest)
         if previous is not None:
-            message = self._describe_edits(previous)
+            message = self._describe_edits(previous, latest)
             for user_viewer in viewers:
                 user_viewer.set_status(message, key=EDITS_STATUS_KEY)
 
@@ -206,25 +209,28 @@ class ProofreadingServer:
             self._groups_edit_id = edit_id
         return self._groups
 
-    def _describe_edits(self, after_edit_id: int) -> str:
-        records = store.history(self.store, since_edit=after_edit_id)
+    def _describe_edits(self, after_edit_id: int, latest_edit_id: int) -> str:
+        """The status line after a push: the latest edit (reading only that one keeps pushes cheap)."""
+        records = store.history(self.store, since_edit=latest_edit_id - 1, limit=1)
         if not records:
             return "the agglomeration changed"
         last = records[-1]
         what = {"merge": "merged", "split": "split"}.get(last.operation, f"{last.operation} of edit {last.parent_id}")
         roots = ", ".join(str(root) for root in last.resulting_roots) or "none"
-        more = f" ({len(records) - 1} more before it)" if len(records) > 1 else ""
+        more = f" (after edits since {after_edit_id})" if last.id > after_edit_id + 1 else ""
         return f"edit {last.id} by {last.user}: {what}, now neuron(s) {roots}{more}"
 
     def _poll_store(self) -> None:
         while not self._stopping.is_set():
             self._wake.wait(POLL_INTERVAL_S)
             self._wake.clear()
+            started = time.monotonic()
             try:
                 self.push_agglomeration()
             except Exception as exc:  # a database hiccup must not stop live updates for good
                 print(f"connectome serve: store poll failed: {type(exc).__name__}: {exc}", flush=True)
                 time.sleep(1.0)
+            self._stopping.wait(max(0.0, MIN_PUSH_INTERVAL_S - (time.monotonic() - started)))
 
     # ------------------------------------------------------------------ edits (each returns a Future of its result)
 
