@@ -58,13 +58,17 @@ class ForwardRunner:
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.model = model.to(self.device).eval().to(memory_format=self.memory_format)
         self.compiled = compile
-        # a compiled graph is specialised to one batch size; smaller batches are padded up to it
+        # a compiled graph is specialised to one batch size: smaller batches are padded up to it,
+        # larger ones run in pieces of it
         self.batch_size = max(1, int(batch_size))
         self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
         self.steps = 0
 
     def __call__(self, images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         count = len(images)
+        if self.compiled and count > self.batch_size:
+            size = self.batch_size
+            return np.concatenate([self(images[i:i + size], seeds[i:i + size]) for i in range(0, count, size)])
         batch = np.stack([images, seeds], axis=1)  # (B, 2, z, y, x)
         if self.compiled and count < self.batch_size:
             batch = np.concatenate([batch, np.zeros((self.batch_size - count, *batch.shape[1:]), batch.dtype)])

@@ -123,6 +123,23 @@ def test_compiled_network_segments_exactly_as_the_eager_one():
         assert np.array_equal(eager.labels(), fused.labels())
 
 
+def test_compiled_network_runs_a_long_batch_in_pieces_of_its_batch_size():
+    """A batch longer than the compiled one is split into compiled-size pieces, with the eager numbers."""
+    import shutil
+
+    require(shutil.which("g++") is not None, "g++ (a C++ compiler) is needed to compile the network on CPU")
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(5, 9, 9, 9)).astype(np.float32)
+    seeds = rng.normal(size=(5, 9, 9, 9)).astype(np.float32)
+    eager = ForwardRunner(toy_model(), "fp32", compile=False)(images, seeds)
+    fused_runner = ForwardRunner(toy_model(), "fp32", compile=True, batch_size=2)
+    fused_runner(images[:2], seeds[:2])  # compiles the graph for batch 2
+    with torch._dynamo.config.patch(error_on_recompile=True):  # batch 5 must reuse it, not compile another
+        fused = fused_runner(images, seeds)
+    assert fused.shape == (5, 9, 9, 9) and fused_runner.steps == 7
+    np.testing.assert_allclose(fused, eager, rtol=1e-5, atol=1e-5)
+
+
 def test_min_segment_size_rejects_small_segments():
     image, _ = cells_image()
     labels, origins = segment_subvolume(image, toy_model(), TOY_CONFIG, toy_options(min_segment_size=2000))
