@@ -1,10 +1,12 @@
 """The FIB-25 training protocol: train on z < 150, segment the held-out z >= 150, score beside Google's model.
 
 1. Import Google's published FIB-25 checkpoint (depth 12, FOV 33^3, ~27.5 M steps).
-2. Train from scratch with Google's recipe on z < 150 for --budget-minutes.
-3. Fine-tune Google's model on z < 150 for --budget-minutes, validating on a block inside that
-   range that training never sees (default z 110-150, x < 125) and keeping the weights that validate best
-   (Google's own included): fine-tuning must not ship a regression.
+2. Train from scratch on z < 150 for --budget-minutes (Google's recipe, or --scratch-config),
+   validating every --scratch-validate-every steps on a block inside that range that training
+   never sees (--val-bbox, default z 110-150, x < 125) and keeping the weights that validate best.
+3. Fine-tune Google's model on z < 150 for --budget-minutes, validating on the same block and
+   keeping the weights that validate best (Google's own included): fine-tuning must not ship a
+   regression.
 4. Segment the evaluation block (default z >= 150, the whole 100 x 250 x 250) with each of
    the three models using Google's FIB-25 inference settings, and score each against the
    ground truth: VOI (nats, labelled voxels and all), adapted Rand error, ERL/NERL.
@@ -110,9 +112,11 @@ def main() -> None:
     parser.add_argument("--scratch-config", help="TOML [model]/[training] for the from-scratch model (default: Google's)")
     parser.add_argument("--finetune-learning-rate", type=float, default=3e-5,
                         help="SGD learning rate when fine-tuning Google's model (default 3e-5)")
-    parser.add_argument("--finetune-val-bbox", default=f"110,0,0,{TRAIN_Z_STOP},250,125",
-                        help="validation block for fine-tuning (inside z < 150, excluded from its training)")
+    parser.add_argument("--val-bbox", default=f"110,0,0,{TRAIN_Z_STOP},250,125",
+                        help="validation block of both trainings (inside z < 150, excluded from their training)")
     parser.add_argument("--validate-every", type=int, default=500, help="fine-tuning steps between validations")
+    parser.add_argument("--scratch-validate-every", type=int, default=2000,
+                        help="from-scratch steps between validations (0: no validation, keep the last weights)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="training steps between checkpoints")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     parser.add_argument("--eval-bbox", default=f"{TRAIN_Z_STOP},0,0,250,250,250", help="held-out block to segment and score")
@@ -143,28 +147,34 @@ def main() -> None:
     google = import_google_model(args.out)
     common = dict(max_steps=10 ** 9, checkpoint_every=args.checkpoint_every, log_every=10, device=args.device)
 
+    val_box = Box.parse(args.val_bbox)
+    if val_box.stop[0] > TRAIN_Z_STOP:
+        parser.error(f"--val-bbox must lie in z < {TRAIN_Z_STOP}")
+    validator = None
+    if "finetune" in stages or ("scratch" in stages and args.scratch_validate_every > 0):
+        validator = BlockValidator(image[val_box.slices()], labels[val_box.slices()], RESOLUTION_NM,
+                                   InferenceOptions(), with_erl=False)
+
     if "scratch" in stages:
         scratch_fields, scratch_options = load_training_config(args.scratch_config)
         for key, value in common.items():  # the time budget stops it
             setattr(scratch_options, key, value)
+        scratch_validation = {}
+        if args.scratch_validate_every > 0:
+            scratch_options.keep_best, scratch_options.validate_every = "voi_sum", args.scratch_validate_every
+            scratch_validation = dict(held_out_boxes=[val_box], validator=validator)
         print(f"training from scratch on z < {TRAIN_Z_STOP} for {args.budget_minutes} min", flush=True)
         train(train_image, train_labels, args.out / "scratch", scratch_options, scratch_fields,
-              max_minutes=args.budget_minutes, progress=False)
+              max_minutes=args.budget_minutes, progress=False, **scratch_validation)
     if "finetune" in stages:
         finetune_options = TrainingOptions(learning_rate=args.finetune_learning_rate, keep_best="voi_sum",
                                            validate_every=args.validate_every, **common)
-        val_box = Box.parse(args.finetune_val_bbox)
-        if val_box.stop[0] > TRAIN_Z_STOP:
-            parser.error(f"--finetune-val-bbox must lie in z < {TRAIN_Z_STOP}")
-        validator = BlockValidator(image[val_box.slices()], labels[val_box.slices()], RESOLUTION_NM,
-                                   InferenceOptions(), with_erl=False)
         print(f"fine-tuning Google's model on z < {TRAIN_Z_STOP} for {args.budget_minutes} min, validating on "
               f"{val_box.start}-{val_box.stop}", flush=True)
         train(train_image, train_labels, args.out / "finetune", finetune_options, init_model=google,
               held_out_boxes=[val_box], validator=validator, max_minutes=args.budget_minutes, progress=False)
-    finetuned = args.out / "finetune" / "best-model.pt"
-    paths = {"google": google, "scratch": args.out / "scratch" / "model.pt",
-             "finetune": finetuned if finetuned.is_file() else args.out / "finetune" / "model.pt"}
+    paths = {"google": google, "scratch": _chosen_model(args.out / "scratch"),
+             "finetune": _chosen_model(args.out / "finetune")}
     if "segment" in stages:
         for name in models:
             print(f"segmenting {eval_box.start}-{eval_box.stop} with {name}", flush=True)
@@ -205,6 +215,12 @@ def report_scores(args, eval_box: Box, eval_labels: np.ndarray, models: list[str
                 print(f"{r['model']}: VOI sum {r['voi_sum'] / google_sum:.2f}x Google's (aim: <= 1.5x for scratch, "
                       f"<= 1.0x fine-tuned; read it with the labelled fraction: an empty segmentation of a block "
                       f"one object dominates scores low)")
+
+
+def _chosen_model(run_dir: Path) -> Path:
+    """The weights that validated best when the run validated, else its last weights."""
+    best = run_dir / "best-model.pt"
+    return best if best.is_file() else run_dir / "model.pt"
 
 
 def _last_step(run_dir: Path) -> int:

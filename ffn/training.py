@@ -422,8 +422,8 @@ def train(image: np.ndarray, labels: np.ndarray, out_dir: str | Path, options: T
 
     if options.keep_best and validator is None:
         raise InputError("keep_best needs a validation block (--val-bbox)")
-    if options.keep_best and not (out / BEST_FILE).is_file():
-        validate()  # the starting weights are a candidate too
+    if options.keep_best and init_model is not None and not (out / BEST_FILE).is_file():
+        validate()  # trained starting weights are a candidate too (random ones are not worth a segmentation)
 
     deadline = time.monotonic() + 60 * max_minutes if max_minutes is not None else None
     window: list[dict] = []
