@@ -19,6 +19,7 @@ import tornado.web
 from db import store
 from server.app import ForbiddenError, NotFoundError
 from server.auth import ROLE_RANK, TOKEN_COOKIE, ApiError, Caller, QuietHttpErrors
+from server.edit_queue import QueueClosedError
 from volumes.errors import InputError, RefusedError
 
 if TYPE_CHECKING:
@@ -107,6 +108,8 @@ class ApiHandler(QuietHttpErrors, tornado.web.RequestHandler):
             raise ApiError(400, str(exc)) from None
         except RefusedError as exc:
             raise ApiError(409, str(exc)) from None
+        except QueueClosedError as exc:
+            raise ApiError(503, str(exc)) from None
 
     def json_body(self) -> dict:
         try:

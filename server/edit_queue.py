@@ -21,6 +21,10 @@ from db import store
 MAX_EDITS_PER_TRANSACTION = 32  # bounds how long the first edit of a group waits for the last
 
 
+class QueueClosedError(RuntimeError):
+    """An edit arrived while the server was shutting down (the API answers 503: try again later)."""
+
+
 class EditQueue:
     """`submit(edit)` -> Future of the edit's result, set once its transaction has committed."""
 
@@ -36,7 +40,7 @@ class EditQueue:
     def submit(self, edit: Callable[[Session], Any]) -> Future:
         """Queue `edit(session)`; it runs after every edit submitted before it."""
         if self._closed:
-            raise RuntimeError("the edit queue is closed")
+            raise QueueClosedError("the server is shutting down; the edit was not applied")
         future: Future = Future()
         self._queue.put((edit, future))
         return future

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from db import store as S
-from server.edit_queue import EditQueue
+from server.edit_queue import EditQueue, QueueClosedError
 from volumes.errors import RefusedError
 
 
@@ -75,3 +75,13 @@ def test_a_failed_transaction_fails_every_edit_in_it(line_store, monkeypatch):
     finally:
         queue.close()
     assert S.history(line_store) == []
+
+
+def test_an_edit_after_close_is_refused_and_the_queued_ones_are_applied(line_store):
+    queue = EditQueue(line_store)
+    queued = queue.submit(lambda session: S.merge(line_store, 1, 2, user="ana", session=session))
+    queue.close()
+    assert queued.result(timeout=10).operation == "merge"
+    with pytest.raises(QueueClosedError, match="shutting down"):
+        queue.submit(lambda session: S.merge(line_store, 3, 4, user="ana", session=session))
+    assert [(r.operation, r.user) for r in S.history(line_store)] == [("merge", "ana")]
