@@ -194,8 +194,10 @@ def report_scores(args, eval_box: Box, eval_labels: np.ndarray, models: list[str
             raise SystemExit(f"{seg_path} is missing: run the segment stage for {name} first")
         reports.append(score_block(name, seg_path, eval_labels, skeletons))
     steps = {name: _last_step(args.out / name) for name in ("scratch", "finetune")}
+    paired = {name: octant_differences(args.out, name, eval_labels) for name in models if name != "google"}
     summary = {"eval_bbox": [list(eval_box.start), list(eval_box.stop)], "budget_minutes_each": args.budget_minutes,
-               "training_steps": steps, "max_segments": args.max_segments, "reports": reports}
+               "training_steps": steps, "max_segments": args.max_segments, "reports": reports,
+               "octants_vs_google": paired if "google" in models else {}}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     print(f"\nheld-out block {eval_box.start}-{eval_box.stop}; "
@@ -207,6 +209,11 @@ def report_scores(args, eval_box: Box, eval_labels: np.ndarray, models: list[str
               f"{r['voi_split_labelled']:5.3f}/{r['voi_merge_labelled']:4.3f} {r['voi_sum']:8.3f} "
               f"{r['adapted_rand_error']:6.3f} {r['erl_nm'] / 1000:7.3f} {r['nerl']:6.3f} {r['n_merged_segments']:6d} "
               f"{r['ffn_steps']:6d} {100 * r['labelled_fraction']:7.1f}%")
+    for name, octants in summary["octants_vs_google"].items():
+        for metric, key in (("VOI sum", "voi_sum_differences"), ("ARE", "adapted_rand_error_differences")):
+            d = np.asarray(octants[key])
+            print(f"{name} - google, {metric} per octant: mean {d.mean():+.3f} (standard error "
+                  f"{d.std(ddof=1) / np.sqrt(len(d)):.3f}), better in {(d < 0).sum()} of {len(d)}")
     by_name = {r["model"]: r for r in reports}
     if "google" in by_name:
         google_sum = by_name["google"]["voi_sum"]
@@ -215,6 +222,26 @@ def report_scores(args, eval_box: Box, eval_labels: np.ndarray, models: list[str
                 print(f"{r['model']}: VOI sum {r['voi_sum'] / google_sum:.2f}x Google's (aim: <= 1.5x for scratch, "
                       f"<= 1.0x fine-tuned; read it with the labelled fraction: an empty segmentation of a block "
                       f"one object dominates scores low)")
+
+
+def octant_differences(out: Path, name: str, labels: np.ndarray) -> dict:
+    """Model minus Google's VOI sum and adapted Rand error in each octant of the block (negative: better).
+
+    One block's scores say little about a difference of a few percent; eight paired octants
+    show whether it is larger than the block-to-block spread.
+    """
+    def load(model: str) -> np.ndarray:
+        with np.load(out / f"segmentation-{model}.npz") as data:
+            return data["segmentation"].astype(np.uint64)
+
+    ours, google = load(name), load("google")
+    halves = [[slice(0, n // 2), slice(n // 2, n)] for n in labels.shape]
+    voi, rand = [], []
+    for octant in ((z, y, x) for z in halves[0] for y in halves[1] for x in halves[2]):
+        a, b = evaluate_segmentation(ours[octant], labels[octant]), evaluate_segmentation(google[octant], labels[octant])
+        voi.append(a["voi_sum"] - b["voi_sum"])
+        rand.append(a["adapted_rand_error"] - b["adapted_rand_error"])
+    return {"voi_sum_differences": voi, "adapted_rand_error_differences": rand}
 
 
 def _chosen_model(run_dir: Path) -> Path:
