@@ -90,8 +90,8 @@ def segment_block(name: str, model_path: Path, image: np.ndarray, out: Path, opt
     return seg_path
 
 
-def tune_move_threshold(name: str, model_path: Path, image: np.ndarray, labels: np.ndarray,
-                        thresholds: list[float], run_dir: Path, compile: bool) -> None:
+def tune_move_threshold(name: str, model_path: Path, validator: BlockValidator, thresholds: list[float],
+                        run_dir: Path, compile: bool) -> None:
     """Write run_dir/inference.toml with the move threshold that segments the validation block best.
 
     Chosen on the validation block, never on the evaluation block, by VOI sum over all voxels.
@@ -99,12 +99,11 @@ def tune_move_threshold(name: str, model_path: Path, image: np.ndarray, labels: 
     model, config = load_model(model_path)
     scored = []
     for threshold in thresholds:
-        segmentation, origins = segment_subvolume(image, model, config,
-                                                  InferenceOptions(move_threshold=threshold, compile=compile))
-        report = evaluate_segmentation(segmentation, labels)
+        validator.inference_options = InferenceOptions(move_threshold=threshold, compile=compile)
+        report = validator(model, config)
         scored.append((report["voi_sum"], threshold))
         print(f"{name}: move threshold {threshold}: validation VOI sum {report['voi_sum']:.3f}, "
-              f"{100 * report['labelled_fraction']:.1f}% labelled, {sum(o.iters for o in origins)} FFN steps", flush=True)
+              f"{100 * report['labelled_fraction']:.1f}% labelled, {report['ffn_steps']} FFN steps", flush=True)
     best = min(scored)[1]
     path = run_dir / "inference.toml"
     tmp = path.with_name(path.name + ".tmp")
@@ -210,8 +209,7 @@ def main() -> None:
         thresholds = [float(t) for t in args.tune_move_thresholds.split(",") if t]
         for name in models:
             if name != "google" and paths[name].is_file():
-                tune_move_threshold(name, paths[name], validator.image_block, validator.labels_block, thresholds,
-                                    args.out / name, args.compile)
+                tune_move_threshold(name, paths[name], validator, thresholds, args.out / name, args.compile)
     if "segment" in stages:
         for name in models:
             tuned = args.out / name / "inference.toml"
