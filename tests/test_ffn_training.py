@@ -93,8 +93,10 @@ def centre_fov_loss(model_path, image, labels) -> float:
 def test_training_lowers_the_loss_and_resumes_from_its_checkpoint(tmp_path):
     image, labels = synthetic_volume()
     out = tmp_path / "run"
-    options = TrainingOptions(optimizer="adam", max_steps=0, log_every=10, checkpoint_every=30,
-                              min_object_voxels=20, batch_size=4, seed=3)
+    # batch 8 and 120 steps: at batch 4 and 60 steps the loss still swings (0.6-1.3 across seeds and thread
+    # counts); here 16 seed/thread runs ended at 0.54-0.81 against 1.245 at the start
+    options = TrainingOptions(optimizer="adam", max_steps=0, log_every=10, checkpoint_every=40,
+                              min_object_voxels=20, batch_size=8, seed=3)
     train(image, labels, out, options, TINY_MODEL, progress=False)  # step 0: the initial weights
     validations = []
 
@@ -102,19 +104,19 @@ def test_training_lowers_the_loss_and_resumes_from_its_checkpoint(tmp_path):
         validations.append(config.fov_size)
         return {"voi_split_labelled": 0.5, "voi_merge_labelled": 0.2}
 
-    options.max_steps = 60
+    options.max_steps = 120
     train(image, labels, out, options, TINY_MODEL, validator=validator, progress=False)
     before = centre_fov_loss(out / "checkpoints" / "model-step00000000.pt", image, labels)
-    after = centre_fov_loss(out / "checkpoints" / "model-step00000060.pt", image, labels)
+    after = centre_fov_loss(out / "checkpoints" / "model-step00000120.pt", image, labels)
     assert after < 0.8 * before, (before, after)
     records = read_metrics(out / "metrics.jsonl")
     assert (out / "model.pt").is_file() and (out / PLOT_FILE).stat().st_size > 1000
     assert validations and records[-1]["kind"] == "validation"
 
-    options.max_steps = 80
+    options.max_steps = 140
     train(image, labels, out, options, TINY_MODEL, progress=False)
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
-    assert steps == [10, 20, 30, 40, 50, 60, 70, 80]  # resumed at 60, not from scratch
+    assert steps == list(range(10, 150, 10))  # resumed at 120, not from scratch
     model, config = load_model(out / "model.pt")
     assert list(config.fov_size) == [9, 9, 9]
 
