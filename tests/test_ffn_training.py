@@ -173,7 +173,8 @@ def test_keep_best_keeps_the_weights_that_validate_best(tmp_path):
     for name, value in start.state_dict().items():
         assert torch.equal(value, kept.state_dict()[name]), name
 
-    helpful = TrainingOptions(optimizer="adam", max_steps=30, validate_every=15, **common)
+    # validated every 5 steps: Adam at batch 4 lowers the loss by step 15 but may swing above the start by step 30
+    helpful = TrainingOptions(optimizer="adam", max_steps=30, validate_every=5, **common)
     train(image, labels, tmp_path / "tuned", helpful, init_model=tmp_path / "start.pt", validator=validator, progress=False)
     best = json.loads((tmp_path / "tuned" / "best.json").read_text())
     first = next(r for r in read_metrics(tmp_path / "tuned" / "metrics.jsonl") if r["kind"] == "validation")
