@@ -36,6 +36,7 @@ this machine the scoring: `--stages score` never trains.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -74,20 +75,37 @@ def import_google_model(out: Path) -> Path:
 
 
 def segment_block(name: str, model_path: Path, image: np.ndarray, out: Path, options: InferenceOptions) -> Path:
-    """Segment the evaluation block with one model, once: the result is cached as segmentation-NAME.npz."""
+    """Segment the evaluation block with one model, once: the result is cached as segmentation-NAME.npz.
+
+    The cache holds the model file's digest and the move threshold, so weights trained further (or
+    retuned) segment again instead of reusing another model's labels.
+    """
     seg_path = out / f"segmentation-{name}.npz"
-    if not seg_path.is_file():
-        model, config = load_model(model_path)
-        started = time.perf_counter()
-        segmentation, origins = segment_subvolume(image, model, config, options)
-        seconds = time.perf_counter() - started
-        steps = sum(o.iters for o in origins)
-        tmp = seg_path.with_name(seg_path.stem + ".tmp.npz")
-        np.savez_compressed(tmp, segmentation=segmentation.astype(np.uint32), ffn_steps=steps, seconds=seconds,
-                            device=str(next(model.parameters()).device), move_threshold=options.move_threshold)
-        os.replace(tmp, seg_path)
-        print(f"segmented with {name}: {steps} FFN steps in {seconds:.1f} s", flush=True)
+    made_by = {"model_sha256": _file_digest(model_path), "move_threshold": options.move_threshold}
+    if seg_path.is_file():
+        with np.load(seg_path) as data:
+            cached = {key: data[key].item() for key in made_by if key in data}
+        if "model_sha256" not in cached:
+            print(f"reusing {seg_path.name}: made before the cache recorded its model", flush=True)
+            return seg_path
+        if cached == made_by:
+            print(f"reusing {seg_path.name}: same model and move threshold", flush=True)
+            return seg_path
+    model, config = load_model(model_path)
+    started = time.perf_counter()
+    segmentation, origins = segment_subvolume(image, model, config, options)
+    seconds = time.perf_counter() - started
+    steps = sum(o.iters for o in origins)
+    tmp = seg_path.with_name(seg_path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, segmentation=segmentation.astype(np.uint32), ffn_steps=steps, seconds=seconds,
+                        device=str(next(model.parameters()).device), **made_by)
+    os.replace(tmp, seg_path)
+    print(f"segmented with {name}: {steps} FFN steps in {seconds:.1f} s", flush=True)
     return seg_path
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def tune_move_threshold(name: str, model_path: Path, validator: BlockValidator, thresholds: list[float],
@@ -98,12 +116,16 @@ def tune_move_threshold(name: str, model_path: Path, validator: BlockValidator, 
     """
     model, config = load_model(model_path)
     scored = []
-    for threshold in thresholds:
-        validator.inference_options = InferenceOptions(move_threshold=threshold, compile=compile)
-        report = validator(model, config)
-        scored.append((report["voi_sum"], threshold))
-        print(f"{name}: move threshold {threshold}: validation VOI sum {report['voi_sum']:.3f}, "
-              f"{100 * report['labelled_fraction']:.1f}% labelled, {report['ffn_steps']} FFN steps", flush=True)
+    training_options = validator.inference_options
+    try:
+        for threshold in thresholds:
+            validator.inference_options = InferenceOptions(move_threshold=threshold, compile=compile)
+            report = validator(model, config)
+            scored.append((report["voi_sum"], threshold))
+            print(f"{name}: move threshold {threshold}: validation VOI sum {report['voi_sum']:.3f}, "
+                  f"{100 * report['labelled_fraction']:.1f}% labelled, {report['ffn_steps']} FFN steps", flush=True)
+    finally:
+        validator.inference_options = training_options  # the validator goes back to judging checkpoints
     best = min(scored)[1]
     path = run_dir / "inference.toml"
     tmp = path.with_name(path.name + ".tmp")
@@ -113,16 +135,23 @@ def tune_move_threshold(name: str, model_path: Path, validator: BlockValidator, 
     print(f"{name}: move threshold {best} -> {path}", flush=True)
 
 
-def score_block(name: str, seg_path: Path, labels: np.ndarray, skeletons) -> dict:
-    """VOI, adapted Rand error and ERL of one cached segmentation of the evaluation block."""
+def load_segmentation(seg_path: Path) -> tuple[np.ndarray, dict]:
+    """A cached segmentation of the evaluation block and how it was made (FFN steps, seconds, move threshold)."""
+    if not seg_path.is_file():
+        raise SystemExit(f"{seg_path} is missing: run the segment stage for that model first")
     with np.load(seg_path) as data:
-        segmentation, steps, seconds = data["segmentation"].astype(np.uint64), int(data["ffn_steps"]), float(data["seconds"])
-        move_threshold = float(data["move_threshold"]) if "move_threshold" in data else InferenceOptions().move_threshold
+        made = {"ffn_steps": int(data["ffn_steps"]), "inference_seconds": float(data["seconds"]),
+                "move_threshold": float(data["move_threshold"]) if "move_threshold" in data
+                else InferenceOptions().move_threshold}
+        return data["segmentation"].astype(np.uint64), made
+
+
+def score_block(name: str, segmentation: np.ndarray, made: dict, labels: np.ndarray, skeletons) -> dict:
+    """VOI, adapted Rand error and ERL of one segmentation of the evaluation block."""
     report = evaluate_segmentation(segmentation, labels)
     report.pop("conventions")
     erl = expected_run_length(skeletons, segmentation, RESOLUTION_NM)
-    report.update(erl_nm=erl["erl_nm"], nerl=erl["nerl"], n_merged_segments=erl["n_merged_segments"],
-                  ffn_steps=steps, inference_seconds=seconds, model=name, move_threshold=move_threshold)
+    report.update(erl_nm=erl["erl_nm"], nerl=erl["nerl"], n_merged_segments=erl["n_merged_segments"], model=name, **made)
     return report
 
 
@@ -226,17 +255,14 @@ def report_scores(args, eval_box: Box, eval_labels: np.ndarray, models: list[str
     """Score every cached segmentation of the evaluation block, print the table and write summary.json."""
     print(f"skeletonising the evaluation block {eval_box.start}-{eval_box.stop}", flush=True)
     skeletons = skeletonize_labels(eval_labels, RESOLUTION_NM)
-    reports = []
-    for name in models:
-        seg_path = args.out / f"segmentation-{name}.npz"
-        if not seg_path.is_file():
-            raise SystemExit(f"{seg_path} is missing: run the segment stage for {name} first")
-        reports.append(score_block(name, seg_path, eval_labels, skeletons))
+    segmentations = {name: load_segmentation(args.out / f"segmentation-{name}.npz") for name in models}
+    reports = [score_block(name, *segmentations[name], eval_labels, skeletons) for name in models]
     steps = {name: _last_step(args.out / name) for name in ("scratch", "finetune")}
-    paired = {name: octant_differences(args.out, name, eval_labels) for name in models if name != "google"}
+    paired = {name: octant_differences(segmentations[name][0], segmentations["google"][0], eval_labels)
+              for name in models if name != "google" and "google" in models}
     summary = {"eval_bbox": [list(eval_box.start), list(eval_box.stop)], "budget_minutes_each": args.budget_minutes,
                "training_steps": steps, "max_segments": args.max_segments, "reports": reports,
-               "octants_vs_google": paired if "google" in models else {}}
+               "octants_vs_google": paired}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     print(f"\nheld-out block {eval_box.start}-{eval_box.stop}; "
@@ -263,17 +289,12 @@ def report_scores(args, eval_box: Box, eval_labels: np.ndarray, models: list[str
                       f"one object dominates scores low)")
 
 
-def octant_differences(out: Path, name: str, labels: np.ndarray) -> dict:
+def octant_differences(ours: np.ndarray, google: np.ndarray, labels: np.ndarray) -> dict:
     """Model minus Google's VOI sum and adapted Rand error in each octant of the block (negative: better).
 
     One block's scores say little about a difference of a few percent; eight paired octants
     show whether it is larger than the block-to-block spread.
     """
-    def load(model: str) -> np.ndarray:
-        with np.load(out / f"segmentation-{model}.npz") as data:
-            return data["segmentation"].astype(np.uint64)
-
-    ours, google = load(name), load("google")
     halves = [[slice(0, n // 2), slice(n // 2, n)] for n in labels.shape]
     voi, rand = [], []
     for octant in ((z, y, x) for z in halves[0] for y in halves[1] for x in halves[2]):
