@@ -499,6 +499,10 @@ class BlockValidator:
         from ffn.inference import segment_subvolume
         from ffn.skeleton_metrics import expected_run_length
 
+        if self.inference_options.compile:
+            # Each validation compiles new frozen weights; past dynamo's recompile limit (8) it would
+            # silently run eager, several times slower, so the previous validation's graphs go first.
+            torch.compiler.reset()
         # inference converts the network's memory layout in place: give it a copy, not the one being trained
         segmentation, origins = segment_subvolume(self.image_block, copy.deepcopy(model), config, self.inference_options)
         self.last_segmentation = segmentation

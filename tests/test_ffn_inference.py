@@ -140,6 +140,30 @@ def test_compiled_network_runs_a_long_batch_in_pieces_of_its_batch_size():
     np.testing.assert_allclose(fused, eager, rtol=1e-5, atol=1e-5)
 
 
+def test_compiled_validation_compiles_each_new_set_of_weights():
+    """Training validates new weights again and again; each compiled validation must use them (and stay compiled)."""
+    import shutil
+
+    from ffn.training import BlockValidator
+
+    require(shutil.which("g++") is not None, "g++ (a C++ compiler) is needed to compile the network on CPU")
+    image, truth = cells_image()
+    compiled = BlockValidator(image, truth, (8, 8, 8), toy_options(compile=True), with_erl=False)
+    eager = BlockValidator(image, truth, (8, 8, 8), toy_options(), with_erl=False)
+    shy = toy_model()
+    with torch.no_grad():
+        shy.conv_lom.bias.fill_(-2.5)  # logits lowered: floods stop short of the walls
+    segmentations = []
+    for model in (toy_model(), shy):
+        # a fresh compile, not a recompile: after 8 of those dynamo would quietly fall back to eager
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            report = compiled(model, TOY_CONFIG)
+        assert report == eager(model, TOY_CONFIG)
+        assert np.array_equal(compiled.last_segmentation, eager.last_segmentation)
+        segmentations.append(compiled.last_segmentation)
+    assert (segmentations[0] != 0).sum() > (segmentations[1] != 0).sum() > 0  # the second weights were used
+
+
 def test_min_segment_size_rejects_small_segments():
     image, _ = cells_image()
     labels, origins = segment_subvolume(image, toy_model(), TOY_CONFIG, toy_options(min_segment_size=2000))
