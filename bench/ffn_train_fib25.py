@@ -182,7 +182,7 @@ def main() -> None:
                         help="move thresholds the tune stage tries on the validation block")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true",
-                        help="segment with the compiled network (same labels as eager fp32, faster on CPU)")
+                        help="segment and validate with the compiled network (same labels as eager fp32, faster on CPU)")
     args = parser.parse_args()
     stages = [s for s in args.stages.split(",") if s]
     models = [m for m in args.models.split(",") if m]
@@ -212,7 +212,7 @@ def main() -> None:
     validator = None
     if "finetune" in stages or ("scratch" in stages and args.scratch_validate_every > 0) or "tune" in stages:
         validator = BlockValidator(image[val_box.slices()], labels[val_box.slices()], RESOLUTION_NM,
-                                   InferenceOptions(), with_erl=False)
+                                   InferenceOptions(compile=args.compile), with_erl=False)
 
     if "scratch" in stages:
         scratch_fields, scratch_options = load_training_config(args.scratch_config)
