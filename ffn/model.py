@@ -118,13 +118,17 @@ class ConvStack3DFFN(nn.Module):
         return seed + net.to(seed.dtype)
 
 
-def build_model(config: FFNConfig) -> ConvStack3DFFN:
-    """A freshly initialised network (truncated normal, stddev 0.01, zero biases, as Google's)."""
+def build_model(config: FFNConfig, seed: int | None = None) -> ConvStack3DFFN:
+    """A freshly initialised network (truncated normal, stddev 0.01, zero biases, as Google's).
+
+    With `seed` the weights depend on it alone, not on whatever drew from torch's global generator before.
+    """
     model = ConvStack3DFFN(config)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.Conv3d):
-                nn.init.trunc_normal_(module.weight, std=0.01, a=-0.02, b=0.02)
+                nn.init.trunc_normal_(module.weight, std=0.01, a=-0.02, b=0.02, generator=generator)
                 nn.init.zeros_(module.bias)
     return model
 

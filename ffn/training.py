@@ -338,7 +338,7 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> None:
     os.replace(tmp, png_path)
 
 
-def _initial_model(init_model: str | Path | None, model_fields: dict) -> tuple[nn.Module, FFNConfig]:
+def _initial_model(init_model: str | Path | None, model_fields: dict, seed: int) -> tuple[nn.Module, FFNConfig]:
     if init_model is not None:
         model, config = load_model(init_model)
         if model_fields:
@@ -349,7 +349,7 @@ def _initial_model(init_model: str | Path | None, model_fields: dict) -> tuple[n
                                  "the config's [model] table disagrees")
         return model, config
     config = FFNConfig.from_dict(model_fields) if model_fields else FFNConfig()
-    return build_model(config), config
+    return build_model(config, seed), config
 
 
 def _normalised(value):
@@ -374,7 +374,7 @@ def train(image: np.ndarray, labels: np.ndarray, out_dir: str | Path, options: T
         config = FFNConfig.from_dict(resume["config"])
         model = build_model(config)
     else:
-        model, config = _initial_model(init_model, dict(model_fields or {}))
+        model, config = _initial_model(init_model, dict(model_fields or {}), options.seed)
     rng = np.random.default_rng(options.seed)
     device = pick_device(options.device)
     source = ExampleSource(image, labels, config, options, rng, mask, held_out_boxes)
