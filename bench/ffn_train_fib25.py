@@ -41,6 +41,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -58,6 +59,7 @@ from ffn.training import BlockValidator, TrainingOptions, load_training_config, 
 from volumes.geometry import Box  # noqa: E402
 
 TRAIN_Z_STOP = 150
+VAL_BBOX = f"110,0,0,{TRAIN_Z_STOP},250,125"  # inside z < 150: both trainings leave it out
 RESOLUTION_NM = (10.0, 10.0, 10.0)
 
 
@@ -109,23 +111,20 @@ def _file_digest(path: Path) -> str:
 
 
 def tune_move_threshold(name: str, model_path: Path, validator: BlockValidator, thresholds: list[float],
-                        run_dir: Path, compile: bool) -> None:
+                        run_dir: Path) -> None:
     """Write run_dir/inference.toml with the move threshold that segments the validation block best.
 
     Chosen on the validation block, never on the evaluation block, by VOI sum over all voxels.
     """
     model, config = load_model(model_path)
     scored = []
-    training_options = validator.inference_options
-    try:
-        for threshold in thresholds:
-            validator.inference_options = InferenceOptions(move_threshold=threshold, compile=compile)
-            report = validator(model, config)
-            scored.append((report["voi_sum"], threshold))
-            print(f"{name}: move threshold {threshold}: validation VOI sum {report['voi_sum']:.3f}, "
-                  f"{100 * report['labelled_fraction']:.1f}% labelled, {report['ffn_steps']} FFN steps", flush=True)
-    finally:
-        validator.inference_options = training_options  # the validator goes back to judging checkpoints
+    for threshold in thresholds:
+        trial = BlockValidator(validator.image_block, validator.labels_block, validator.resolution_nm,
+                               replace(validator.inference_options, move_threshold=threshold), with_erl=False)
+        report = trial(model, config)
+        scored.append((report["voi_sum"], threshold))
+        print(f"{name}: move threshold {threshold}: validation VOI sum {report['voi_sum']:.3f}, "
+              f"{100 * report['labelled_fraction']:.1f}% labelled, {report['ffn_steps']} FFN steps", flush=True)
     best = min(scored)[1]
     path = run_dir / "inference.toml"
     tmp = path.with_name(path.name + ".tmp")
@@ -169,7 +168,7 @@ def main() -> None:
     parser.add_argument("--scratch-config", help="TOML [model]/[training] for the from-scratch model (default: Google's)")
     parser.add_argument("--finetune-learning-rate", type=float, default=3e-5,
                         help="SGD learning rate when fine-tuning Google's model (default 3e-5)")
-    parser.add_argument("--val-bbox", default=f"110,0,0,{TRAIN_Z_STOP},250,125",
+    parser.add_argument("--val-bbox", default=VAL_BBOX,
                         help="validation block of both trainings (inside z < 150, excluded from their training)")
     parser.add_argument("--validate-every", type=int, default=500, help="fine-tuning steps between validations")
     parser.add_argument("--scratch-validate-every", type=int, default=2000,
@@ -238,7 +237,7 @@ def main() -> None:
         thresholds = [float(t) for t in args.tune_move_thresholds.split(",") if t]
         for name in models:
             if name != "google" and paths[name].is_file():
-                tune_move_threshold(name, paths[name], validator, thresholds, args.out / name, args.compile)
+                tune_move_threshold(name, paths[name], validator, thresholds, args.out / name)
     if "segment" in stages:
         for name in models:
             tuned = args.out / name / "inference.toml"

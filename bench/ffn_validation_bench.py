@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ffn_train_fib25 import RESOLUTION_NM, TRAIN_Z_STOP, data_root  # noqa: E402
+from ffn_train_fib25 import RESOLUTION_NM, VAL_BBOX, data_root  # noqa: E402
 
 from ffn.model import load_model  # noqa: E402
 from ffn.options import InferenceOptions  # noqa: E402
@@ -30,7 +30,7 @@ from volumes.geometry import Box  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path, help="a model file (ours, e.g. a run's best-model.pt)")
-    parser.add_argument("--val-bbox", default=f"110,0,0,{TRAIN_Z_STOP},250,125", help="the FIB-25 block to segment")
+    parser.add_argument("--val-bbox", default=VAL_BBOX, help="the FIB-25 block to segment")
     parser.add_argument("--move-threshold", type=float, default=InferenceOptions().move_threshold)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
