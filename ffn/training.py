@@ -50,6 +50,9 @@ class TrainingOptions:
 
     batch_size: int = 4
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # constant (Google's) | cosine: decays to lr_final_fraction over lr_decay_steps
+    lr_decay_steps: int = 0  # 0: max_steps (set it when a time budget, not max_steps, ends the run)
+    lr_final_fraction: float = 0.05
     optimizer: str = "sgd"  # sgd | adam
     momentum: float = 0.0
     gradient_clip: float = 0.7  # per element; 0 disables
@@ -77,6 +80,10 @@ class TrainingOptions:
             raise InputError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.batch_size < 1 or self.learning_rate <= 0 or self.max_steps < 0:
             raise InputError("batch_size and learning_rate must be positive and max_steps non-negative")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.lr_decay_steps < 0 or not 0 <= self.lr_final_fraction <= 1:
+            raise InputError("lr_decay_steps must be non-negative and lr_final_fraction lie in [0, 1]")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         for name in ("seed_pad", "move_threshold", "label_true", "label_false"):
@@ -221,6 +228,21 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def learning_rate_at(options: TrainingOptions, step: int) -> float:
+    """The learning rate for optimisation step `step` (0-based); a function of the step alone, so resuming needs no state.
+
+    A cosine decay lets the last steps of a short budget settle instead of jumping between
+    weights that segment very differently (constant Adam 1e-3 swung the validation VOI sum by 0.5
+    between checkpoints 350 steps apart).
+    """
+    if options.lr_schedule == "constant":
+        return options.learning_rate
+    horizon = options.lr_decay_steps or options.max_steps
+    progress = min(step / horizon, 1.0) if horizon else 1.0
+    fraction = options.lr_final_fraction + (1 - options.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+    return options.learning_rate * fraction
+
+
 def make_optimizer(model: nn.Module, options: TrainingOptions) -> torch.optim.Optimizer:
     if options.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=options.learning_rate)
@@ -250,6 +272,8 @@ class Trainer:
         loss = F.binary_cross_entropy_with_logits(logits, labels_t)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(self.options, self.step)
         if self.options.gradient_clip > 0:
             torch.nn.utils.clip_grad_value_(self.model.parameters(), self.options.gradient_clip)
         self.optimizer.step()
@@ -471,6 +495,7 @@ def _summarise(window: list[dict], trainer: Trainer, seconds: float) -> dict:
         "precision": precision, "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "fov_steps_per_s": len(window) * trainer.options.batch_size / max(seconds, 1e-9),
+        "learning_rate": learning_rate_at(trainer.options, trainer.step - 1),
         "examples_started": trainer.batcher.examples_started,
     }
 

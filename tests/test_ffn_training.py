@@ -11,7 +11,8 @@ from scipy import ndimage
 
 from ffn.model import FFNConfig, build_model, load_model, save_model
 from ffn.partitions import EXCLUDED, TrainingCentres, compute_partitions
-from ffn.training import PLOT_FILE, ExampleSource, FOVBatcher, TrainingOptions, fov_offsets, read_metrics, train
+from ffn.training import (PLOT_FILE, STATE_FILE, ExampleSource, FOVBatcher, TrainingOptions, fov_offsets,
+                          learning_rate_at, read_metrics, train)
 from volumes.errors import InputError
 from volumes.geometry import Box
 
@@ -120,6 +121,43 @@ def test_training_lowers_the_loss_and_resumes_from_its_checkpoint(tmp_path):
     assert steps == list(range(10, 150, 10))  # resumed at 120, not from scratch
     model, config = load_model(out / "model.pt")
     assert list(config.fov_size) == [9, 9, 9]
+
+
+def test_cosine_schedule_decays_to_its_floor_and_resumes_where_it_stopped(tmp_path):
+    options = TrainingOptions(learning_rate=1e-3, lr_schedule="cosine", lr_decay_steps=100, lr_final_fraction=0.1)
+    assert learning_rate_at(options, 0) == pytest.approx(1e-3)
+    assert learning_rate_at(options, 50) == pytest.approx(0.55e-3)  # halfway: midway between 1e-3 and the floor
+    assert learning_rate_at(options, 100) == learning_rate_at(options, 10 ** 6) == pytest.approx(1e-4)
+    assert learning_rate_at(TrainingOptions(learning_rate=2e-3), 10 ** 6) == 2e-3  # Google's constant rate
+    with pytest.raises(InputError, match="lr_schedule"):
+        TrainingOptions(lr_schedule="step")
+
+    image, labels = synthetic_volume()
+    run = TrainingOptions(optimizer="adam", lr_schedule="cosine", max_steps=20, log_every=5, checkpoint_every=10,
+                          min_object_voxels=20)
+    train(image, labels, tmp_path, run, TINY_MODEL, progress=False)
+    run.max_steps = 30  # resumed at 20 with the horizon now 30: the rate follows the step, not a saved scheduler
+    train(image, labels, tmp_path, run, TINY_MODEL, progress=False)
+    logged = {r["step"]: r["learning_rate"] for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"}
+    assert logged[20] == pytest.approx(learning_rate_at(TrainingOptions(lr_schedule="cosine", max_steps=20), 19))
+    assert logged[30] == pytest.approx(learning_rate_at(run, 29)) and logged[30] < logged[25] < logged[5]
+
+
+def test_ema_averages_the_saved_weights_without_changing_the_training(tmp_path):
+    image, labels = synthetic_volume()
+    runs = {}
+    for decay in (0.0, 0.9):
+        options = TrainingOptions(optimizer="adam", max_steps=15, min_object_voxels=20, ema_decay=decay, seed=2)
+        train(image, labels, tmp_path / str(decay), options, TINY_MODEL, progress=False)
+        state = torch.load(tmp_path / str(decay) / STATE_FILE, weights_only=False)
+        saved, _ = load_model(tmp_path / str(decay) / "model.pt")
+        runs[decay] = (state["model_state"], saved.state_dict())
+    raw_plain, saved_plain = runs[0.0]
+    raw_ema, saved_ema = runs[0.9]
+    weight = next(k for k in saved_plain if k.endswith("weight"))
+    assert torch.equal(raw_plain[weight], raw_ema[weight])  # averaging leaves the optimisation alone
+    assert torch.equal(saved_plain[weight], raw_plain[weight])
+    assert not torch.allclose(saved_ema[weight], raw_ema[weight])  # model.pt holds the average, not the last step
 
 
 def test_fresh_weights_depend_on_the_seed_alone():
