@@ -55,7 +55,7 @@ from ffn.model import FFNConfig, load_model, save_model  # noqa: E402
 from ffn.options import InferenceOptions, load_options  # noqa: E402
 from ffn.skeleton_metrics import expected_run_length, skeletonize_labels  # noqa: E402
 from ffn.tf_checkpoint import import_tf_checkpoint  # noqa: E402
-from ffn.training import BlockValidator, TrainingOptions, load_training_config, train  # noqa: E402
+from ffn.training import BlockValidator, load_training_config, train  # noqa: E402
 from volumes.geometry import Box  # noqa: E402
 
 TRAIN_Z_STOP = 150
@@ -166,8 +166,10 @@ def main() -> None:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--models", default=",".join(MODELS), help="models the segment and score stages use")
     parser.add_argument("--scratch-config", help="TOML [model]/[training] for the from-scratch model (default: Google's)")
-    parser.add_argument("--finetune-learning-rate", type=float, default=3e-5,
-                        help="SGD learning rate when fine-tuning Google's model (default 3e-5)")
+    parser.add_argument("--finetune-config",
+                        help="TOML [training] table for fine-tuning Google's model (default: Google's recipe at lr 3e-5)")
+    parser.add_argument("--finetune-learning-rate", type=float,
+                        help="learning rate when fine-tuning Google's model (default: the config's, else 3e-5)")
     parser.add_argument("--val-bbox", default=VAL_BBOX,
                         help="validation block of both trainings (inside z < 150, excluded from their training)")
     parser.add_argument("--validate-every", type=int, default=500, help="fine-tuning steps between validations")
@@ -225,11 +227,15 @@ def main() -> None:
         train(train_image, train_labels, args.out / "scratch", scratch_options, scratch_fields,
               max_minutes=args.budget_minutes, progress=False, **scratch_validation)
     if "finetune" in stages:
-        finetune_options = TrainingOptions(learning_rate=args.finetune_learning_rate, keep_best="voi_sum",
-                                           validate_every=args.validate_every, **common)
+        finetune_fields, finetune_options = load_training_config(args.finetune_config)
+        if args.finetune_learning_rate is not None or args.finetune_config is None:
+            finetune_options.learning_rate = args.finetune_learning_rate or 3e-5
+        finetune_options.keep_best, finetune_options.validate_every = "voi_sum", args.validate_every
+        for key, value in common.items():  # the time budget stops it
+            setattr(finetune_options, key, value)
         print(f"fine-tuning Google's model on z < {TRAIN_Z_STOP} for {args.budget_minutes} min, validating on "
               f"{val_box.start}-{val_box.stop}", flush=True)
-        train(train_image, train_labels, args.out / "finetune", finetune_options, init_model=google,
+        train(train_image, train_labels, args.out / "finetune", finetune_options, finetune_fields, init_model=google,
               held_out_boxes=[val_box], validator=validator, max_minutes=args.budget_minutes, progress=False)
     paths = {"google": google, "scratch": _chosen_model(args.out / "scratch"),
              "finetune": _chosen_model(args.out / "finetune")}
