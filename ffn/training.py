@@ -42,6 +42,7 @@ BEST_MODEL_FILE = "best-model.pt"
 BEST_FILE = "best.json"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "metrics.png"
+PLOT_INTERVAL_S = 60.0
 
 
 @dataclass
@@ -407,11 +408,16 @@ def train(image: np.ndarray, labels: np.ndarray, out_dir: str | Path, options: T
         trainer.restore(resume, rng)
         _truncate_metrics(metrics_path, trainer.step)
 
-    def checkpoint() -> None:
+    last_plot = [-math.inf]
+
+    def checkpoint(final: bool = False) -> None:
         save_model(out / "checkpoints" / f"model-step{trainer.step:08d}.pt", trainer.inference_model(), config)
         save_model(out / MODEL_FILE, trainer.inference_model(), config)
         _atomic_torch_save(trainer.state(rng), state_path)
-        plot_metrics(metrics_path, out / PLOT_FILE)
+        # Redrawing the plot costs ~1 s of CPU once the log is long: at most once a PLOT_INTERVAL_S, and at the end.
+        if final or time.monotonic() - last_plot[0] >= PLOT_INTERVAL_S:
+            plot_metrics(metrics_path, out / PLOT_FILE)
+            last_plot[0] = time.monotonic()
 
     def log(record: dict) -> None:
         with metrics_path.open("a") as handle:
@@ -470,14 +476,14 @@ def train(image: np.ndarray, labels: np.ndarray, out_dir: str | Path, options: T
             if validator is not None and options.validate_every and trainer.step % options.validate_every == 0:
                 validate()
     except KeyboardInterrupt:
-        checkpoint()
+        checkpoint(final=True)
         raise
     finally:
         bar.close()
     if window:
         last_record = _summarise(window, trainer, time.perf_counter() - window_start)
         log(last_record)
-    checkpoint()
+    checkpoint(final=True)
     if validator is not None and not (options.validate_every and trainer.step % options.validate_every == 0):
         last_record = {**last_record, "validation": validate()}
         plot_metrics(metrics_path, out / PLOT_FILE)

@@ -192,6 +192,17 @@ def test_metrics_log_is_json_lines(tmp_path):
     assert all(0 <= json.loads(line)["f1"] <= 1 for line in lines)
 
 
+def test_frequent_checkpoints_do_not_redraw_the_plot_each_time(tmp_path, monkeypatch):
+    import ffn.training
+
+    drawn = []
+    monkeypatch.setattr(ffn.training, "plot_metrics", lambda metrics, png: drawn.append(png) or png.write_bytes(b"png"))
+    options = TrainingOptions(max_steps=12, checkpoint_every=2, min_object_voxels=20)
+    train(*synthetic_volume(), tmp_path, options, TINY_MODEL, progress=False)
+    assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 6  # every checkpoint is written...
+    assert len(drawn) == 2  # ...but the plot only at the first one and the end (a minute has not passed)
+
+
 def test_no_training_patch_reaches_the_held_out_block():
     image, labels = synthetic_volume((40, 32, 32))
     config = FFNConfig(**TINY_MODEL)
