@@ -342,8 +342,14 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> None:
     figure, (loss_axis, voi_axis, erl_axis) = plt.subplots(3, 1, figsize=(7, 9), sharex=True)
     loss_axis.plot([r["step"] for r in train], [r["loss"] for r in train], label="training loss")
     loss_axis.set_ylabel("sigmoid cross-entropy")
-    loss_axis.legend()
-    for key in ("voi_split_labelled", "voi_merge_labelled", "adapted_rand_error"):
+    loss_axis.legend(loc="upper left")
+    rates = [(r["step"], r["learning_rate"]) for r in train if "learning_rate" in r]
+    if rates:
+        rate_axis = loss_axis.twinx()
+        rate_axis.plot(*zip(*rates), color="tab:red", label="learning rate")
+        rate_axis.set_ylabel("learning rate")
+        rate_axis.legend(loc="upper right")
+    for key in ("voi_sum", "voi_split_labelled", "voi_merge_labelled", "adapted_rand_error"):
         points = [(r["step"], r[key]) for r in validation if key in r]
         if points:
             voi_axis.plot(*zip(*points), marker="o", label=key)
@@ -354,6 +360,9 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> None:
     if points:
         erl_axis.plot(*zip(*points), marker="o", label="ERL (um)")
         erl_axis.legend()
+    else:
+        erl_axis.text(0.5, 0.5, "no ERL yet (or validation without skeletons)", ha="center",
+                      transform=erl_axis.transAxes)
     erl_axis.set_ylabel("validation ERL (um)")
     erl_axis.set_xlabel("step")
     figure.tight_layout()
