@@ -205,7 +205,11 @@ def main() -> None:
     train_image, train_labels = image[:TRAIN_Z_STOP], labels[:TRAIN_Z_STOP]
     eval_image, eval_labels = image[eval_box.slices()], labels[eval_box.slices()]
     google = import_google_model(args.out)
-    common = dict(max_steps=10 ** 9, checkpoint_every=args.checkpoint_every, log_every=10, device=args.device)
+
+    def time_budgeted(options) -> None:
+        """The time budget, not a step count, ends each training; the run's checkpoint interval and device."""
+        options.max_steps, options.checkpoint_every = 10 ** 9, args.checkpoint_every
+        options.log_every, options.device = 10, args.device
 
     val_box = Box.parse(args.val_bbox)
     if val_box.stop[0] > TRAIN_Z_STOP:
@@ -217,8 +221,7 @@ def main() -> None:
 
     if "scratch" in stages:
         scratch_fields, scratch_options = load_training_config(args.scratch_config)
-        for key, value in common.items():  # the time budget stops it
-            setattr(scratch_options, key, value)
+        time_budgeted(scratch_options)
         scratch_validation = {}
         if args.scratch_validate_every > 0:
             scratch_options.keep_best, scratch_options.validate_every = "voi_sum", args.scratch_validate_every
@@ -228,11 +231,12 @@ def main() -> None:
               max_minutes=args.budget_minutes, progress=False, **scratch_validation)
     if "finetune" in stages:
         finetune_fields, finetune_options = load_training_config(args.finetune_config)
-        if args.finetune_learning_rate is not None or args.finetune_config is None:
-            finetune_options.learning_rate = args.finetune_learning_rate or 3e-5
+        if args.finetune_learning_rate is not None:
+            finetune_options.learning_rate = args.finetune_learning_rate
+        elif args.finetune_config is None:
+            finetune_options.learning_rate = 3e-5
         finetune_options.keep_best, finetune_options.validate_every = "voi_sum", args.validate_every
-        for key, value in common.items():  # the time budget stops it
-            setattr(finetune_options, key, value)
+        time_budgeted(finetune_options)
         print(f"fine-tuning Google's model on z < {TRAIN_Z_STOP} for {args.budget_minutes} min, validating on "
               f"{val_box.start}-{val_box.stop}", flush=True)
         train(train_image, train_labels, args.out / "finetune", finetune_options, finetune_fields, init_model=google,

@@ -417,16 +417,17 @@ def train(image: np.ndarray, labels: np.ndarray, out_dir: str | Path, options: T
         trainer.restore(resume, rng)
         _truncate_metrics(metrics_path, trainer.step)
 
-    last_plot = [-math.inf]
+    last_plot = -math.inf
 
     def checkpoint(final: bool = False) -> None:
+        nonlocal last_plot
         save_model(out / "checkpoints" / f"model-step{trainer.step:08d}.pt", trainer.inference_model(), config)
         save_model(out / MODEL_FILE, trainer.inference_model(), config)
         _atomic_torch_save(trainer.state(rng), state_path)
         # Redrawing the plot costs ~1 s of CPU once the log is long: at most once a PLOT_INTERVAL_S, and at the end.
-        if final or time.monotonic() - last_plot[0] >= PLOT_INTERVAL_S:
+        if final or time.monotonic() - last_plot >= PLOT_INTERVAL_S:
             plot_metrics(metrics_path, out / PLOT_FILE)
-            last_plot[0] = time.monotonic()
+            last_plot = time.monotonic()
 
     def log(record: dict) -> None:
         with metrics_path.open("a") as handle:
