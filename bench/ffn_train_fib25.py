@@ -6,7 +6,7 @@
    never sees (--val-bbox, default z 110-150, x < 125) and keeping the weights that validate best.
 3. Fine-tune Google's model on z < 150 for --budget-minutes, validating on the same block and
    keeping the weights that validate best (Google's own included): fine-tuning must not ship a
-   regression.
+   regression. bench/fib25_finetune.toml also sets the margin a validation gain must clear.
 4. `tune`: for each trained model, segment the validation block at each --tune-move-thresholds
    and keep the one that scores best there in NAME/inference.toml (a small network trained
    for minutes is calibrated differently at the FOV faces from Google's: at 0.9 it can stop
@@ -267,15 +267,17 @@ def report_scores(args, eval_box: Box, eval_labels: np.ndarray, models: list[str
     segmentations = {name: load_segmentation(args.out / f"segmentation-{name}.npz") for name in models}
     reports = [score_block(name, *segmentations[name], eval_labels, skeletons) for name in models]
     steps = {name: _last_step(args.out / name) for name in ("scratch", "finetune")}
+    chosen = {name: _chosen_step(args.out / name) for name in ("scratch", "finetune")}
     paired = {name: octant_differences(segmentations[name][0], segmentations["google"][0], eval_labels)
               for name in models if name != "google" and "google" in models}
     summary = {"eval_bbox": [list(eval_box.start), list(eval_box.stop)], "budget_minutes_each": args.budget_minutes,
-               "training_steps": steps, "max_segments": args.max_segments, "reports": reports,
+               "training_steps": steps, "chosen_steps": chosen, "max_segments": args.max_segments, "reports": reports,
                "octants_vs_google": paired}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     print(f"\nheld-out block {eval_box.start}-{eval_box.stop}; "
-          f"{steps['scratch']} training steps from scratch, {steps['finetune']} fine-tuning steps, batch 4")
+          f"{steps['scratch']} training steps from scratch, {steps['finetune']} fine-tuning steps, batch 4; "
+          f"weights segmented: step {chosen['scratch']} and step {chosen['finetune']} (the last, or the best validated)")
     print(f"{'model':>9} {'VOI split':>9} {'VOI merge':>9} {'(labelled)':>10} {'VOI sum':>8} {'ARE':>6} "
           f"{'ERL um':>7} {'NERL':>6} {'merges':>6} {'steps':>6} {'labelled':>8} {'move':>5}")
     for r in reports:
@@ -317,6 +319,12 @@ def _chosen_model(run_dir: Path) -> Path:
     """The weights that validated best when the run validated, else its last weights."""
     best = run_dir / "best-model.pt"
     return best if best.is_file() else run_dir / "model.pt"
+
+
+def _chosen_step(run_dir: Path) -> int:
+    """The training step whose weights _chosen_model returns (step 0 of a fine-tune: the starting weights)."""
+    best = run_dir / "best.json"
+    return json.loads(best.read_text())["step"] if best.is_file() else _last_step(run_dir)
 
 
 def _last_step(run_dir: Path) -> int:

@@ -69,6 +69,7 @@ class TrainingOptions:
     checkpoint_every: int = 500
     validate_every: int = 0  # 0: only at the end
     keep_best: str = ""  # a validation metric to minimise (e.g. voi_sum): best-model.pt keeps the best weights
+    keep_best_margin: float = 0.0  # a candidate must beat the kept weights by this fraction of their value
     log_every: int = 50
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -87,6 +88,8 @@ class TrainingOptions:
             raise InputError("lr_decay_steps must be non-negative and lr_final_fraction lie in [0, 1]")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.keep_best_margin < 1:
+            raise InputError(f"keep_best_margin must lie in [0, 1), got {self.keep_best_margin}")
         for name in ("seed_pad", "move_threshold", "label_true", "label_false"):
             if not 0 < getattr(self, name) < 1:
                 raise InputError(f"{name} must be a probability strictly between 0 and 1")
@@ -447,13 +450,17 @@ def train(image: np.ndarray, labels: np.ndarray, out_dir: str | Path, options: T
         return record
 
     def keep_if_best(record: dict) -> None:
-        """Fine-tuning must not ship a regression: keep the weights that validated best, the initial ones included."""
+        """Fine-tuning must not ship a regression: keep the weights that validated best, the initial ones included.
+
+        With keep_best_margin, a gain smaller than that fraction of the kept value does not count: on a small
+        validation block such gains are noise and need not carry over to other data.
+        """
         if options.keep_best not in record:
             raise InputError(f"keep_best: the validator reports no {options.keep_best!r} "
                              f"(it has {', '.join(sorted(k for k in record if k != 'kind'))})")
         best_path = out / BEST_FILE
         best = json.loads(best_path.read_text()) if best_path.is_file() else None
-        if best is None or record[options.keep_best] < best["value"]:
+        if best is None or record[options.keep_best] < best["value"] * (1 - options.keep_best_margin):
             save_model(out / BEST_MODEL_FILE, trainer.inference_model(), config)
             tmp = best_path.with_name(BEST_FILE + ".tmp")
             tmp.write_text(json.dumps({"metric": options.keep_best, "value": record[options.keep_best],

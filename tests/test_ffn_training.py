@@ -240,5 +240,14 @@ def test_keep_best_keeps_the_weights_that_validate_best(tmp_path):
     first = next(r for r in read_metrics(tmp_path / "tuned" / "metrics.jsonl") if r["kind"] == "validation")
     assert first["step"] == 0 and best["step"] > 0 and best["value"] < first["fov_loss"]
 
+    # the same run with a margin just above the gain it made: that gain no longer counts, the start is kept
+    gain = 1 - best["value"] / first["fov_loss"]
+    cautious = TrainingOptions(optimizer="adam", max_steps=30, validate_every=5, keep_best_margin=gain + 1e-3, **common)
+    train(image, labels, tmp_path / "cautious", cautious, init_model=tmp_path / "start.pt", validator=validator,
+          progress=False)
+    assert json.loads((tmp_path / "cautious" / "best.json").read_text())["step"] == 0
+    with pytest.raises(InputError, match="keep_best_margin"):
+        TrainingOptions(keep_best_margin=1.0)
+
     with pytest.raises(InputError, match="keep_best needs"):
         train(image, labels, tmp_path / "none", helpful, init_model=tmp_path / "start.pt", progress=False)
