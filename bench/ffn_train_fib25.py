@@ -323,8 +323,9 @@ def _chosen_model(run_dir: Path) -> Path:
 
 def _chosen_step(run_dir: Path) -> int:
     """The training step whose weights _chosen_model returns (step 0 of a fine-tune: the starting weights)."""
-    best = run_dir / "best.json"
-    return json.loads(best.read_text())["step"] if best.is_file() else _last_step(run_dir)
+    if _chosen_model(run_dir).name == "best-model.pt":
+        return json.loads((run_dir / "best.json").read_text())["step"]
+    return _last_step(run_dir)
 
 
 def _last_step(run_dir: Path) -> int:

@@ -38,7 +38,8 @@ def register(ffn_subparsers) -> None:
                              "times faster on CPU for small networks, after a few seconds' compilation each time")
     parser.add_argument("--keep-best", metavar="METRIC",
                         help="keep the weights whose validation METRIC (e.g. voi_sum) is lowest, the starting ones "
-                             "included, as best-model.pt (needs --val-bbox; the config's keep_best_margin sets the gain that counts)")
+                             "included, as best-model.pt (needs --val-bbox; the config's keep_best_margin sets the "
+                             "smallest gain that counts)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: GPU when present)")
     parser.set_defaults(func=run_train)
 

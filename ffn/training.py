@@ -69,7 +69,7 @@ class TrainingOptions:
     checkpoint_every: int = 500
     validate_every: int = 0  # 0: only at the end
     keep_best: str = ""  # a validation metric to minimise (e.g. voi_sum): best-model.pt keeps the best weights
-    keep_best_margin: float = 0.0  # a candidate must beat the kept weights by this fraction of their value
+    keep_best_margin: float = 0.0  # a candidate must beat the kept weights by this fraction of their (non-negative) value
     log_every: int = 50
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
