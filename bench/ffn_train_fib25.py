@@ -275,9 +275,10 @@ def report_scores(args, eval_box: Box, eval_labels: np.ndarray, models: list[str
                "octants_vs_google": paired}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    print(f"\nheld-out block {eval_box.start}-{eval_box.stop}; "
-          f"{steps['scratch']} training steps from scratch, {steps['finetune']} fine-tuning steps, batch 4; "
-          f"weights segmented: step {chosen['scratch']} and step {chosen['finetune']} (the last, or the best validated)")
+    trained = [name for name in ("scratch", "finetune") if name in models]
+    runs = "; ".join(f"{name}: {steps[name]} steps, weights of step {chosen[name]} segmented" for name in trained)
+    print(f"\nheld-out block {eval_box.start}-{eval_box.stop}; batch 4; {runs or 'no trained model'} "
+          f"(the last weights, or the best validated)")
     print(f"{'model':>9} {'VOI split':>9} {'VOI merge':>9} {'(labelled)':>10} {'VOI sum':>8} {'ARE':>6} "
           f"{'ERL um':>7} {'NERL':>6} {'merges':>6} {'steps':>6} {'labelled':>8} {'move':>5}")
     for r in reports:
