@@ -266,16 +266,16 @@ def report_scores(args, eval_box: Box, eval_labels: np.ndarray, models: list[str
     skeletons = skeletonize_labels(eval_labels, RESOLUTION_NM)
     segmentations = {name: load_segmentation(args.out / f"segmentation-{name}.npz") for name in models}
     reports = [score_block(name, *segmentations[name], eval_labels, skeletons) for name in models]
-    steps = {name: _last_step(args.out / name) for name in ("scratch", "finetune")}
-    chosen = {name: _chosen_step(args.out / name) for name in ("scratch", "finetune")}
+    trained = [name for name in models if name != "google"]
+    steps = {name: _last_step(args.out / name) for name in trained}
+    chosen = {name: _chosen_step(args.out / name) for name in trained}
     paired = {name: octant_differences(segmentations[name][0], segmentations["google"][0], eval_labels)
-              for name in models if name != "google" and "google" in models}
+              for name in trained if "google" in models}
     summary = {"eval_bbox": [list(eval_box.start), list(eval_box.stop)], "budget_minutes_each": args.budget_minutes,
                "training_steps": steps, "chosen_steps": chosen, "max_segments": args.max_segments, "reports": reports,
                "octants_vs_google": paired}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    trained = [name for name in ("scratch", "finetune") if name in models]
     runs = "; ".join(f"{name}: {steps[name]} steps, weights of step {chosen[name]} segmented" for name in trained)
     print(f"\nheld-out block {eval_box.start}-{eval_box.stop}; batch 4; {runs or 'no trained model'} "
           f"(the last weights, or the best validated)")
