@@ -344,6 +344,7 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> None:
     validation = [r for r in records if r.get("kind") == "validation"]
     figure, (loss_axis, voi_axis, erl_axis) = plt.subplots(3, 1, figsize=(7, 9), sharex=True)
     loss_axis.plot([r["step"] for r in train], [r["loss"] for r in train], label="training loss")
+    loss_axis.set_yscale("log")  # early spikes (hundreds of nats) would flatten the rest of the curve
     loss_axis.set_ylabel("sigmoid cross-entropy")
     loss_axis.legend(loc="upper left")
     rates = [(r["step"], r["learning_rate"]) for r in train if "learning_rate" in r]
