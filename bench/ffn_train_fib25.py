@@ -8,11 +8,13 @@
    keeping the weights that validate best (Google's own included): fine-tuning must not ship a
    regression. bench/fib25_finetune.toml also sets the margin a validation gain must clear.
 4. `tune`: for each trained model, segment the validation block at each --tune-move-thresholds
-   and keep the one that scores best there in NAME/inference.toml (a small network trained
-   for minutes is calibrated differently at the FOV faces from Google's: at 0.9 it can stop
-   early or run on through boundaries). Google's model keeps Google's settings.
+   with each --tune-views (outputs averaged over that many flipped/transposed FOVs) and keep
+   the pair that scores best there in NAME/inference.toml (a small network trained for
+   minutes is calibrated differently at the FOV faces from Google's: at 0.9 it can stop
+   early or run on through boundaries; averaging views cancels part of its errors).
+   Google's model keeps Google's settings.
 5. Segment the evaluation block (default z >= 150, the whole 100 x 250 x 250) with each of
-   the three models using Google's FIB-25 inference settings (with the tuned move threshold),
+   the three models using Google's FIB-25 inference settings (with the tuned move threshold and views),
    and score each against the ground truth: VOI (nats, labelled voxels and all), adapted Rand
    error, ERL/NERL, and per octant against Google's.
 
@@ -27,7 +29,7 @@ a CPU budget of minutes to hours buys hundreds to a few thousand steps.
         --eval-bbox 150,90,90,250,170,170 --max-segments 5
 
 Stages (--stages, default all of them): `scratch` and `finetune` train, `tune` picks the
-move threshold on the validation block, `segment`
+move threshold and views on the validation block, `segment`
 segments the evaluation block with --models (cached as segmentation-NAME.npz),
 `score` scores the cached segmentations (kimimaro for ERL). A GPU machine can run
 the training and segmentation stages in parallel processes (bench/gpu_runs.sh) and
@@ -79,19 +81,20 @@ def import_google_model(out: Path) -> Path:
 def segment_block(name: str, model_path: Path, image: np.ndarray, out: Path, options: InferenceOptions) -> Path:
     """Segment the evaluation block with one model, once: the result is cached as segmentation-NAME.npz.
 
-    The cache holds the model file's digest and the move threshold, so weights trained further (or
-    retuned) segment again instead of reusing another model's labels.
+    The cache holds the model file's digest, the move threshold and the averaged views, so weights trained
+    further (or retuned) segment again instead of reusing another model's labels.
     """
     seg_path = out / f"segmentation-{name}.npz"
-    made_by = {"model_sha256": _file_digest(model_path), "move_threshold": options.move_threshold}
+    made_by = {"model_sha256": _file_digest(model_path), "move_threshold": options.move_threshold,
+               "averaged_views": options.averaged_views}
     if seg_path.is_file():
         with np.load(seg_path) as data:
-            cached = {key: data[key].item() for key in made_by if key in data}
+            cached = {"averaged_views": 1} | {key: data[key].item() for key in made_by if key in data}
         if "model_sha256" not in cached:
             print(f"reusing {seg_path.name}: made before the cache recorded its model", flush=True)
             return seg_path
         if cached == made_by:
-            print(f"reusing {seg_path.name}: same model and move threshold", flush=True)
+            print(f"reusing {seg_path.name}: same model, move threshold and views", flush=True)
             return seg_path
     model, config = load_model(model_path)
     started = time.perf_counter()
@@ -110,38 +113,42 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def tune_move_threshold(name: str, model_path: Path, validator: BlockValidator, thresholds: list[float],
-                        run_dir: Path) -> None:
-    """Write run_dir/inference.toml with the move threshold that segments the validation block best.
+def tune_inference(name: str, model_path: Path, validator: BlockValidator, thresholds: list[float],
+                   views: list[int], run_dir: Path) -> None:
+    """Write run_dir/inference.toml with the move threshold and averaged views that segment the validation block best.
 
     Chosen on the validation block, never on the evaluation block, by VOI sum over all voxels.
     """
     model, config = load_model(model_path)
     scored = []
-    for threshold in thresholds:
-        trial = BlockValidator(validator.image_block, validator.labels_block, validator.resolution_nm,
-                               replace(validator.inference_options, move_threshold=threshold), with_erl=False)
-        report = trial(model, config)
-        scored.append((report["voi_sum"], threshold))
-        print(f"{name}: move threshold {threshold}: validation VOI sum {report['voi_sum']:.3f}, "
-              f"{100 * report['labelled_fraction']:.1f}% labelled, {report['ffn_steps']} FFN steps", flush=True)
-    best = min(scored)[1]
+    for view_count in views:
+        for threshold in thresholds:
+            options = replace(validator.inference_options, move_threshold=threshold, averaged_views=view_count)
+            trial = BlockValidator(validator.image_block, validator.labels_block, validator.resolution_nm, options,
+                                   with_erl=False)
+            report = trial(model, config)
+            scored.append((report["voi_sum"], threshold, view_count))
+            print(f"{name}: move threshold {threshold}, {view_count} view(s): validation VOI sum "
+                  f"{report['voi_sum']:.3f}, {100 * report['labelled_fraction']:.1f}% labelled, "
+                  f"{report['ffn_steps']} FFN steps", flush=True)
+    _, threshold, view_count = min(scored)
     path = run_dir / "inference.toml"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(f"# chosen on the validation block by bench/ffn_train_fib25.py --stages tune\n"
-                   f"[inference]\nmove_threshold = {best}\n")
+                   f"[inference]\nmove_threshold = {threshold}\naveraged_views = {view_count}\n")
     os.replace(tmp, path)
-    print(f"{name}: move threshold {best} -> {path}", flush=True)
+    print(f"{name}: move threshold {threshold}, {view_count} view(s) -> {path}", flush=True)
 
 
 def load_segmentation(seg_path: Path) -> tuple[np.ndarray, dict]:
-    """A cached segmentation of the evaluation block and how it was made (FFN steps, seconds, move threshold)."""
+    """A cached segmentation of the evaluation block and how it was made (FFN steps, seconds, move threshold, views)."""
     if not seg_path.is_file():
         raise SystemExit(f"{seg_path} is missing: run the segment stage for that model first")
     with np.load(seg_path) as data:
         made = {"ffn_steps": int(data["ffn_steps"]), "inference_seconds": float(data["seconds"]),
                 "move_threshold": float(data["move_threshold"]) if "move_threshold" in data
-                else InferenceOptions().move_threshold}
+                else InferenceOptions().move_threshold,
+                "averaged_views": int(data["averaged_views"]) if "averaged_views" in data else 1}
         return data["segmentation"].astype(np.uint64), made
 
 
@@ -181,6 +188,8 @@ def main() -> None:
     parser.add_argument("--max-segments", type=int, help="stop each segmentation after this many segments (smoke tests)")
     parser.add_argument("--tune-move-thresholds", default="0.95,0.9,0.8",
                         help="move thresholds the tune stage tries on the validation block")
+    parser.add_argument("--tune-views", default="1,4",
+                        help="averaged views (1, 2, 4 or 8) the tune stage tries with each move threshold")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true",
                         help="segment and validate with the compiled network (same labels as eager fp32, faster on CPU)")
@@ -245,16 +254,17 @@ def main() -> None:
              "finetune": _chosen_model(args.out / "finetune")}
     if "tune" in stages:
         thresholds = [float(t) for t in args.tune_move_thresholds.split(",") if t]
+        views = [int(v) for v in args.tune_views.split(",") if v]
         for name in models:
             if name != "google" and paths[name].is_file():
-                tune_move_threshold(name, paths[name], validator, thresholds, args.out / name)
+                tune_inference(name, paths[name], validator, thresholds, views, args.out / name)
     if "segment" in stages:
         for name in models:
             tuned = args.out / name / "inference.toml"
             options = load_options(tuned if name != "google" and tuned.is_file() else None,
                                    max_segments=args.max_segments, compile=args.compile)
             print(f"segmenting {eval_box.start}-{eval_box.stop} with {name} (move threshold "
-                  f"{options.move_threshold})", flush=True)
+                  f"{options.move_threshold}, {options.averaged_views} view(s))", flush=True)
             segment_block(name, paths[name], eval_image, args.out, options)
     if "score" in stages:
         report_scores(args, eval_box, eval_labels, models)
@@ -280,12 +290,12 @@ def report_scores(args, eval_box: Box, eval_labels: np.ndarray, models: list[str
     print(f"\nheld-out block {eval_box.start}-{eval_box.stop}; batch 4; {runs or 'no trained model'} "
           f"(the last weights, or the best validated)")
     print(f"{'model':>9} {'VOI split':>9} {'VOI merge':>9} {'(labelled)':>10} {'VOI sum':>8} {'ARE':>6} "
-          f"{'ERL um':>7} {'NERL':>6} {'merges':>6} {'steps':>6} {'labelled':>8} {'move':>5}")
+          f"{'ERL um':>7} {'NERL':>6} {'merges':>6} {'steps':>6} {'labelled':>8} {'move':>5} {'views':>5}")
     for r in reports:
         print(f"{r['model']:>9} {r['voi_split']:9.3f} {r['voi_merge']:9.3f} "
               f"{r['voi_split_labelled']:5.3f}/{r['voi_merge_labelled']:4.3f} {r['voi_sum']:8.3f} "
               f"{r['adapted_rand_error']:6.3f} {r['erl_nm'] / 1000:7.3f} {r['nerl']:6.3f} {r['n_merged_segments']:6d} "
-              f"{r['ffn_steps']:6d} {100 * r['labelled_fraction']:7.1f}% {r['move_threshold']:5.2f}")
+              f"{r['ffn_steps']:6d} {100 * r['labelled_fraction']:7.1f}% {r['move_threshold']:5.2f} {r['averaged_views']:5d}")
     for name, octants in summary["octants_vs_google"].items():
         for metric, key in (("VOI sum", "voi_sum_differences"), ("ARE", "adapted_rand_error_differences")):
             d = np.asarray(octants[key])

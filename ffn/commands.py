@@ -5,7 +5,7 @@ import argparse
 import importlib
 
 from cli.main import add_workspace_argument
-from ffn.options import PRECISIONS
+from ffn.options import PRECISIONS, VIEW_COUNTS
 from volumes.errors import InputError
 from volumes.geometry import Box, parse_zyx
 
@@ -85,6 +85,10 @@ def _register_segment(commands) -> None:
     parser.add_argument("--compile", action="store_true", default=None,
                         help="compile the network (TorchInductor, fused convolutions; needs g++): same labels, "
                              "~1.3x faster on CPU after ~20 s of compiling")
+    parser.add_argument("--averaged-views", type=int, choices=list(VIEW_COUNTS),
+                        help="average the network's output over this many flipped/transposed copies of each FOV "
+                             "(default 1, Google's): different labels, usually better for a weakly trained network, "
+                             "at that many times the compute")
     parser.add_argument("--threads", type=int, help="CPU threads for the network")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing layer (the saved state of the same request is reused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -103,7 +107,8 @@ def _segment(args: argparse.Namespace) -> int:
 
     if args.max_segments is not None and args.max_segments < 1:
         raise InputError(f"--max-segments must be at least 1, got {args.max_segments}")
-    options = load_options(args.options, precision=args.precision, max_segments=args.max_segments, compile=args.compile)
+    options = load_options(args.options, precision=args.precision, max_segments=args.max_segments, compile=args.compile,
+                           averaged_views=args.averaged_views)
     bbox = Box.parse(args.bbox) if args.bbox else None
     if args.subvolume_size:
         return _segment_distributed(args, options, bbox)

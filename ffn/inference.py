@@ -307,7 +307,6 @@ def segment_subvolume(image_zyx: np.ndarray, model: ConvStack3DFFN, config: FFNC
     if state is not None:
         canvas.restore(state)
     if forward is None:
-        forward = ForwardRunner(model, options.precision, options.channels_last, compile=options.compile,
-                                batch_size=options.batch_size)
+        forward = ForwardRunner.for_options(model, options)
     run_canvases([canvas.run(on_segment)], forward, batch_size=1, on_step=on_step)
     return canvas.labels(), list(canvas.origins.values())

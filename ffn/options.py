@@ -19,6 +19,7 @@ from volumes.errors import InputError
 
 
 PRECISIONS = ("fp32", "bf16", "fp16", "tf32")
+VIEW_COUNTS = (1, 2, 4, 8)  # ffn.forward.SYMMETRIC_VIEWS: each count's views are closed under composition
 
 
 @dataclass
@@ -35,6 +36,9 @@ class InferenceOptions:
     disco_seed_threshold: float = 0.0
     seed_policy: str = "PolicyPeaks"
     seed_policy_args: dict = field(default_factory=dict)
+    # network outputs averaged over this many flipped/transposed copies of each FOV (one of VIEW_COUNTS):
+    # not Google's (1); with a weakly trained network, usually better segments for that many times the compute
+    averaged_views: int = 1
     # Throughput settings (do not change fp32 results).
     precision: str = "fp32"  # fp32 | bf16 | fp16 | tf32 (the last two on GPU)
     channels_last: bool = True
@@ -56,6 +60,9 @@ class InferenceOptions:
         if int(self.batch_size) < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
         self.batch_size = int(self.batch_size)
+        if int(self.averaged_views) not in VIEW_COUNTS:
+            raise InputError(f"averaged_views must be one of {VIEW_COUNTS}, got {self.averaged_views}")
+        self.averaged_views = int(self.averaged_views)
 
 
 @dataclass(frozen=True)

@@ -114,8 +114,7 @@ def run_segmentation(workspace, image_name: str, model_path: str | Path, out_nam
             bar.set_postfix(segments=len(canvas.origins), steps=resumed_steps + forward.steps, refresh=True)
             last_shown[0] = time.time()
 
-    forward = ForwardRunner(model, options.precision, options.channels_last, compile=options.compile,
-                            batch_size=options.batch_size)
+    forward = ForwardRunner.for_options(model, options)
     last_shown, resumed_steps = [time.time()], canvas.steps
     started = time.time()
     try:

@@ -49,8 +49,7 @@ def plan_subvolumes(volume: Box, size: tuple[int, int, int], overlap: tuple[int,
 def segment_subvolumes(image_zyx: np.ndarray, boxes: list[Box], model: ConvStack3DFFN, config: FFNConfig,
                        options: InferenceOptions, forward=None) -> list[SubvolumeResult]:
     """Segment each box of `image_zyx` as its own volume, `options.batch_size` canvases per forward pass."""
-    forward = forward or ForwardRunner(model, options.precision, options.channels_last, compile=options.compile,
-                                       batch_size=options.batch_size)
+    forward = forward or ForwardRunner.for_options(model, options)
     canvases = [Canvas(image_zyx[box.slices()], config, options) for box in boxes]
     run_canvases([c.run() for c in canvases], forward, batch_size=options.batch_size)
     results = []

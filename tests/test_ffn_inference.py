@@ -241,6 +241,19 @@ def test_segment_command_compiled_writes_the_same_layer(tmp_path, workspace):
     assert np.array_equal(eager, open_volume(workspace.layer_url("compiled")).read())
 
 
+def test_segment_command_averages_views_and_a_symmetric_network_keeps_its_labels(tmp_path, workspace):
+    """The toy network acts voxel by voxel, so it is its own flipped/transposed copy: eight views, same labels."""
+    from volumes.io import open_volume
+
+    common, _ = _write_toy(tmp_path, workspace)
+    assert main(["ffn", "segment", *common, "--out", "one"]) == 0
+    assert main(["ffn", "segment", *common, "--out", "eight", "--averaged-views", "8"]) == 0
+    assert json.loads((workspace.root / "ffn-runs/eight/run.json").read_text())["options"]["averaged_views"] == 8
+    one = open_volume(workspace.layer_url("one")).read()
+    assert len(np.unique(one[one > 0])) == 8
+    assert np.array_equal(one, open_volume(workspace.layer_url("eight")).read())
+
+
 def _one_line_error(capsys, argv) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -316,3 +329,46 @@ def test_gpu_only_precisions_are_refused_on_cpu_and_numerics_switches_are_restor
     with cuda_numerics("tf32"):
         assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.allow_tf32
     assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.allow_tf32) == before
+
+
+def _numpy_view(array: np.ndarray, flips: tuple[int, ...], transpose: bool, inverse: bool = False) -> np.ndarray:
+    """SYMMETRIC_VIEWS' (N, C, z, y, x) view applied to a (B, z, y, x) array, written independently in numpy."""
+    axes = tuple(a - 1 for a in flips)
+    if inverse:
+        array = np.flip(array, axes) if axes else array
+        return np.swapaxes(array, 2, 3) if transpose else array
+    array = np.swapaxes(array, 2, 3) if transpose else array
+    return np.flip(array, axes) if axes else array
+
+
+def test_averaged_views_are_the_mean_of_each_views_output_mapped_back_and_are_symmetric():
+    """views=N averages the network over N flipped/transposed FOVs; the average is then equivariant under them."""
+    from ffn.forward import SYMMETRIC_VIEWS
+
+    model = ConvStack3DFFN(FFNConfig(depth=2, features=3, fov_size=(5, 5, 5), deltas=(2, 2, 2)))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():  # a network with no symmetry of its own
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+    rng = np.random.default_rng(1)
+    images, seeds = (rng.normal(size=(3, 5, 5, 5)).astype(np.float32) for _ in range(2))
+    single = ForwardRunner(model, "fp32")
+    for views in (2, 4, 8):
+        averaged = ForwardRunner(model, "fp32", views=views)
+        expected = np.mean([_numpy_view(single(_numpy_view(images, *v), _numpy_view(seeds, *v)), *v, inverse=True)
+                            for v in SYMMETRIC_VIEWS[:views]], axis=0)
+        out = averaged(images, seeds)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+        assert np.abs(out - single(images, seeds)).max() > 0.1  # it is not the single view's output
+        for v in SYMMETRIC_VIEWS[:views]:
+            np.testing.assert_allclose(averaged(_numpy_view(images, *v), _numpy_view(seeds, *v)), _numpy_view(out, *v),
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_averaged_views_refuse_counts_without_a_closed_set_and_unequal_y_x_fov_sizes():
+    with pytest.raises(InputError, match="averaged_views must be one of"):
+        InferenceOptions(averaged_views=3)
+    wide = ConvStack3DFFN(FFNConfig(depth=1, features=2, fov_size=(5, 5, 7), deltas=(2, 2, 2)))
+    with pytest.raises(InputError, match="y and x sizes must agree"):
+        ForwardRunner(wide, "fp32", views=2)
+    ForwardRunner(wide, "fp32", views=1)  # one view needs no transpose
