@@ -12,7 +12,7 @@
    the pair that scores best there in NAME/inference.toml (a small network trained for
    minutes is calibrated differently at the FOV faces from Google's: at 0.9 it can stop
    early or run on through boundaries; averaging views cancels part of its errors).
-   Google's model keeps Google's settings.
+   Google's model keeps Google's settings (--google-views to average its views too).
 5. Segment the evaluation block (default z >= 150, the whole 100 x 250 x 250) with each of
    the three models using Google's FIB-25 inference settings (with the tuned move threshold and views),
    and score each against the ground truth: VOI (nats, labelled voxels and all), adapted Rand
@@ -190,6 +190,9 @@ def main() -> None:
                         help="move thresholds the tune stage tries on the validation block")
     parser.add_argument("--tune-views", default="1,4",
                         help="averaged views (1, 2, 4 or 8) the tune stage tries with each move threshold")
+    parser.add_argument("--google-views", type=int, default=1,
+                        help="averaged views for Google's model (default 1, Google's settings): the same averaging "
+                             "the tune stage may give a trained model, for a like-for-like comparison")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true",
                         help="segment and validate with the compiled network (same labels as eager fp32, faster on CPU)")
@@ -262,7 +265,8 @@ def main() -> None:
         for name in models:
             tuned = args.out / name / "inference.toml"
             options = load_options(tuned if name != "google" and tuned.is_file() else None,
-                                   max_segments=args.max_segments, compile=args.compile)
+                                   max_segments=args.max_segments, compile=args.compile,
+                                   averaged_views=args.google_views if name == "google" else None)
             print(f"segmenting {eval_box.start}-{eval_box.stop} with {name} (move threshold "
                   f"{options.move_threshold}, {options.averaged_views} view(s))", flush=True)
             segment_block(name, paths[name], eval_image, args.out, options)
