@@ -48,8 +48,9 @@ def cuda_numerics(precision: str | None):
         torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = saved[2], saved[3]
 
 
-# (flipped axes of an (N, C, z, y, x) tensor, y and x transposed), in the order views are added: the first
-# 2, 4 and 8 are each closed under composition, so every view's inverse is in the same set
+# (flipped axes of an (N, C, z, y, x) tensor, y and x transposed), in the order views are added. Each flip
+# treats y and x alike, so it commutes with the transpose and every view is its own inverse; the first 2, 4
+# and 8 are each closed under composition, so their average is equivariant under them.
 SYMMETRIC_VIEWS = (((), False), ((2, 3, 4), True), ((), True), ((2, 3, 4), False),
                    ((2,), False), ((3, 4), True), ((2,), True), ((3, 4), False))
 
@@ -69,15 +70,11 @@ class ViewAveraged(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = torch.cat([_view(x, flips, transpose) for flips, transpose in self.views])
         outputs = self.model(batch).split(len(x))
-        # a flip and the y/x transpose are their own inverses; undo the flip first, as it was applied last
-        restored = [_view(out, flips, transpose, inverse=True) for out, (flips, transpose) in zip(outputs, self.views)]
+        restored = [_view(out, flips, transpose) for out, (flips, transpose) in zip(outputs, self.views)]  # self-inverse
         return torch.stack(restored).mean(dim=0)
 
 
-def _view(x: torch.Tensor, flips: tuple[int, ...], transpose: bool, inverse: bool = False) -> torch.Tensor:
-    if inverse:
-        x = torch.flip(x, flips) if flips else x
-        return x.transpose(3, 4) if transpose else x
+def _view(x: torch.Tensor, flips: tuple[int, ...], transpose: bool) -> torch.Tensor:
     x = x.transpose(3, 4) if transpose else x
     return torch.flip(x, flips) if flips else x
 

@@ -332,9 +332,9 @@ def test_gpu_only_precisions_are_refused_on_cpu_and_numerics_switches_are_restor
 
 
 def _numpy_view(array: np.ndarray, flips: tuple[int, ...], transpose: bool, inverse: bool = False) -> np.ndarray:
-    """SYMMETRIC_VIEWS' (N, C, z, y, x) view applied to a (B, z, y, x) array, written independently in numpy."""
+    """SYMMETRIC_VIEWS' (N, C, z, y, x) view applied to a (B, z, y, x) array, or undone, written independently in numpy."""
     axes = tuple(a - 1 for a in flips)
-    if inverse:
+    if inverse:  # undo in reverse order, without assuming the view is its own inverse
         array = np.flip(array, axes) if axes else array
         return np.swapaxes(array, 2, 3) if transpose else array
     array = np.swapaxes(array, 2, 3) if transpose else array
