@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from volumes.errors import ConnectomeError
+from volumes.errors import ConnectomeError, reason
 
 # Packages whose commands.py adds subcommands, in the order --help lists them.
 COMMAND_MODULES = [
@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("connectome: interrupted; finished work is kept and the command can be resumed", file=sys.stderr)
         return 130
-    except Exception as exc:  # an unforeseen failure still gets one line; CONNECTOME_DEBUG=1 shows the traceback
+    except Exception as exc:  # a bug, not bad input: one line that says so; CONNECTOME_DEBUG=1 shows the traceback
         if os.environ.get("CONNECTOME_DEBUG"):
             raise
-        print(f"connectome: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"connectome: internal error ({reason(exc)}); this is a bug: please report it with the output of "
+              f"the same command run with CONNECTOME_DEBUG=1", file=sys.stderr)
         return 1
     return int(result or 0)
 

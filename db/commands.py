@@ -26,7 +26,7 @@ def _open(args: argparse.Namespace):
     from db import store as S
     from volumes.workspace import Workspace
 
-    return S.open_store(Workspace(args.workspace))
+    return S.open_store(Workspace(args.workspace), create=False)
 
 
 def _id_list(text: str) -> list[int]:
@@ -181,21 +181,79 @@ def _edit_history(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- user
 
 def _register_user(subparsers) -> None:
-    user = subparsers.add_parser("user", help="users of the proofreading store")
+    user = subparsers.add_parser("user", help="users of the proofreading store: add, list, remove, reset-token")
     actions = user.add_subparsers(dest="user_command", metavar="ACTION")
     actions.required = True
     add = actions.add_parser("add", help="create a user and print their token (shown once)")
     add_workspace_argument(add)
-    add.add_argument("name")
+    add.add_argument("name", help="user name (letters, digits, '_', '.', '@' or '-')")
     add.add_argument("--role", required=True, help="admin, proofreader or viewer (read only)")
+    add.add_argument("--expires-in-days", type=_days, help="the token stops working after this many days (default: never)")
     add.set_defaults(func=_user_add)
+    listing = actions.add_parser("list", help="every user: name, role, created, token expiry, removed")
+    add_workspace_argument(listing)
+    listing.set_defaults(func=_user_list)
+    remove = actions.add_parser("remove", help="revoke a user's token for good; their edits stay in the history")
+    add_workspace_argument(remove)
+    remove.add_argument("name", help="user to remove")
+    remove.set_defaults(func=_user_remove)
+    reset = actions.add_parser("reset-token", help="give a user a new token (the old one stops working) and print it")
+    add_workspace_argument(reset)
+    reset.add_argument("name", help="user whose token to replace (a removed user is re-activated)")
+    reset.add_argument("--expires-in-days", type=_days, help="the new token stops working after this many days (default: never)")
+    reset.set_defaults(func=_user_reset_token)
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}") from None
+    if not 0 < days <= 36_500:
+        raise argparse.ArgumentTypeError(f"days must be more than 0 and at most 36500, got {text!r}")
+    return days
+
+
+def _expiry(days: float | None):
+    from datetime import datetime, timedelta, timezone
+
+    return None if days is None else datetime.now(timezone.utc) + timedelta(days=days)
 
 
 def _user_add(args: argparse.Namespace) -> int:
     from db import store as S
 
     with _open(args) as store:
-        print(S.add_user(store, args.name, args.role))
+        print(S.add_user(store, args.name, args.role, expires_at=_expiry(args.expires_in_days)))
+    return 0
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        users = S.list_users(store)
+    for user in users:
+        expires = user.token_expires_at.isoformat(timespec="seconds") if user.token_expires_at else "never"
+        state = f"removed {user.revoked_at.isoformat(timespec='seconds')}" if user.revoked_at else "active"
+        print(f"{user.name}\t{user.role}\tcreated {user.created_at.isoformat(timespec='seconds')}\texpires {expires}\t{state}")
+    return 0
+
+
+def _user_remove(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        S.remove_user(store, args.name)
+    print(f"removed {args.name}: their token no longer works (a running server forgets it within seconds)")
+    return 0
+
+
+def _user_reset_token(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        print(S.reset_token(store, args.name, expires_at=_expiry(args.expires_in_days)))
     return 0
 
 

@@ -21,7 +21,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from db.models import Counter, Dataset
@@ -124,6 +125,40 @@ def stop_checkpointer(engine: Engine) -> None:
     checkpointer = checkpointer_for(engine)
     if checkpointer is not None:
         checkpointer.stop()
+
+
+def require_existing_database(url: str) -> None:
+    """Refuse a SQLite store file that is missing or empty (SQLite would take either as a new database)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return
+    path = Path(parsed.database)
+    if not path.is_file() or path.stat().st_size == 0:
+        state = "is empty" if path.is_file() else "does not exist"
+        raise InputError(f"{path}: the proofreading store {state}; 'connectome init' creates a new one "
+                         "(restore the file from a backup to keep its edits)")
+
+
+def check_existing_store(engine: Engine) -> None:
+    """Refuse, naming the database, one that is not a connectome store or (SQLite) fails its integrity check.
+
+    `PRAGMA quick_check` reads every page once (seconds for a store of gigabytes), so a store damaged
+    in the middle is refused at open instead of failing edits later.
+    """
+    name = engine.url.database if engine.dialect.name == "sqlite" else engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "sqlite":
+                problems = [row[0] for row in connection.exec_driver_sql("PRAGMA quick_check").fetchall()]
+                if problems != ["ok"]:
+                    raise InputError(f"{name}: the proofreading store is corrupted (SQLite: {problems[0]}); "
+                                     "restore it from a backup")
+            revision = MigrationContext.configure(connection).get_current_revision()
+    except DBAPIError as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "cannot be read"
+        raise InputError(f"{name}: cannot open the proofreading store ({reason})") from None
+    if revision is None:
+        raise InputError(f"{name}: not a connectome proofreading store (no schema); 'connectome init' creates one")
 
 
 def migrate(engine: Engine) -> None:

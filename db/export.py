@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -54,14 +55,28 @@ def _write_atomically(path: Path, write) -> Path:
     return path
 
 
-def write_parquet(table: pd.DataFrame, path: Path) -> Path:
-    """Parquet through pyarrow directly: ids uint64, position lists fixed-size lists of float64."""
+def write_table(table: pd.DataFrame, target: "Path | BinaryIO", file_format: str) -> None:
+    """The one writer of a CSV or Parquet table, for `connectome export`'s files and the API's downloads."""
+    if file_format == "parquet":
+        pq.write_table(arrow_table(table), target)
+    elif file_format == "csv":
+        csv_frame(table).to_csv(target, index=False)
+    else:
+        raise InputError(f"table format must be csv or parquet, not {file_format!r}")
+
+
+def arrow_table(table: pd.DataFrame) -> pa.Table:
+    """The Parquet form: ids uint64, position lists fixed-size lists of float64."""
     # Without pandas' metadata: its note on the fixed-size-list dtype makes pandas fail to read the file back.
     arrow = pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None)
     for index, name in enumerate(arrow.column_names):
         if name in ID_COLUMNS:  # ids are unsigned 64-bit, as in CAVE tables (the cast refuses a negative one)
             arrow = arrow.set_column(index, name, arrow.column(index).cast(pa.uint64()))
-    return _write_atomically(path, lambda tmp: pq.write_table(arrow, tmp))
+    return arrow
+
+
+def write_parquet(table: pd.DataFrame, path: Path) -> Path:
+    return _write_atomically(path, lambda tmp: write_table(table, tmp, "parquet"))
 
 
 def csv_frame(table: pd.DataFrame) -> pd.DataFrame:
@@ -81,8 +96,7 @@ def csv_frame(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> Path:
-    frame = csv_frame(table)
-    return _write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return _write_atomically(path, lambda tmp: write_table(table, tmp, "csv"))
 
 
 def neuprint_tables(tables: dict[str, pd.DataFrame], dataset: str) -> dict[str, pd.DataFrame]:

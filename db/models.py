@@ -116,6 +116,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))  # admin, proofreader or viewer
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # None: never
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # removed user
 
 
 class Edit(Base):

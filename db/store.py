@@ -42,6 +42,7 @@ Functions (all take the Store first):
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from collections import defaultdict
@@ -60,12 +61,13 @@ from scipy.sparse.csgraph import breadth_first_order, connected_components, maxi
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from db.connection import (ensure_dataset, make_engine, migrate, now, placeholders, read_session, run_sql,
-                           stop_checkpointer, take_ids, write_session)
+from db.connection import (check_existing_store, ensure_dataset, make_engine, migrate, now, placeholders, read_session,
+                           require_existing_database, run_sql, stop_checkpointer, take_ids, write_session)
 from db.graph import region_graph
 from db.models import (Adjacency, AgglomerationEdge, Dataset, Edit, Layer, Root, RootMember, Supervoxel, SynapseBlock,
                        User)
 from volumes.errors import InputError, RefusedError
+from volumes.ids import is_decimal
 
 if TYPE_CHECKING:
     from volumes.workspace import Workspace
@@ -155,11 +157,24 @@ def open_store(target: "str | Path | Workspace", dataset: str = DEFAULT_DATASET,
     """Open (and migrate to the latest schema) the store of a workspace or SQLAlchemy URL.
 
     SQLite gets WAL and a busy timeout so several processes can write; PostgreSQL is the team
-    backend. `dataset` selects the dataset every call on this Store works on.
+    backend. `dataset` selects the dataset every call on this Store works on. Only commands that
+    build a workspace pass `create=True`; the others (`create=False`) refuse a store that is
+    missing, emptied, not a connectome store or corrupted, naming the file, instead of silently
+    starting a new, empty one.
     """
-    engine = make_engine(_database_url(target))
-    migrate(engine)
-    return Store(engine, dataset, ensure_dataset(engine, dataset, create))
+    url = _database_url(target)
+    if not create:
+        require_existing_database(url)
+    engine = make_engine(url)
+    try:
+        if not create:
+            check_existing_store(engine)
+        migrate(engine)
+        return Store(engine, dataset, ensure_dataset(engine, dataset, create))
+    except BaseException:
+        stop_checkpointer(engine)
+        engine.dispose()
+        raise
 
 
 def _database_url(target: "str | Path | Workspace") -> str:
@@ -222,11 +237,12 @@ def add_layer(store: Store, name: str, url: str, layer_type: str, resolution_nm:
         layer.resolution_z_nm, layer.resolution_y_nm, layer.resolution_x_nm = z, y, x
 
 
-def _hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def token_digest(token: str) -> str:
+    """The SHA-256 a token is stored and looked up by; the token itself is never stored."""
+    return hashlib.sha256((token or "").encode()).hexdigest()
 
 
-def add_user(store: Store, name: str, role: str) -> str:
+def add_user(store: Store, name: str, role: str, expires_at: datetime | None = None) -> str:
     """Create a user and return their new token (shown once; only its SHA-256 is stored)."""
     if role not in ROLES:
         raise InputError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
@@ -236,17 +252,53 @@ def add_user(store: Store, name: str, role: str) -> str:
     with write_session(store.engine, None) as session:
         if session.scalar(select(User.id).where(User.name == name)) is not None:
             raise RefusedError(f"user {name!r} already exists")
-        session.add(User(name=name, role=role, token_sha256=_hash_token(token), created_at=now()))
+        session.add(User(name=name, role=role, token_sha256=token_digest(token), created_at=now(),
+                         token_expires_at=expires_at))
     return token
 
 
 def user_for_token(store: Store, token: str) -> User:
-    """The user a token belongs to; RefusedError for an unknown token."""
+    """The active user a token belongs to; RefusedError for an unknown, expired or revoked token."""
+    digest = token_digest(token)
     with read_session(store.engine) as session:
-        user = session.scalar(select(User).where(User.token_sha256 == _hash_token(token or "")))
-    if user is None:
+        user = session.scalar(select(User).where(User.token_sha256 == digest))
+    # The row was found by its digest; comparing the digests again in constant time keeps any
+    # index or collation quirk of the database from deciding on its own.
+    if user is None or not hmac.compare_digest(user.token_sha256, digest) or user.revoked_at is not None:
         raise RefusedError("unknown or revoked token")
+    if user.token_expires_at is not None and _utc(user.token_expires_at) <= now():
+        raise RefusedError(f"the token of {user.name!r} expired; an admin gives a new one with 'connectome user reset-token'")
     return user
+
+
+def reset_token(store: Store, name: str, expires_at: datetime | None = None) -> str:
+    """Give a user a new token (the old one stops working) and return it; also re-activates a removed user."""
+    token = secrets.token_urlsafe(32)
+    with write_session(store.engine, None) as session:
+        user = _user_row(session, name)
+        user.token_sha256, user.token_expires_at, user.revoked_at = token_digest(token), expires_at, None
+    return token
+
+
+def remove_user(store: Store, name: str) -> None:
+    """Revoke a user: their token stops working; their edits, annotations and name stay in the history."""
+    with write_session(store.engine, None) as session:
+        user = _user_row(session, name)
+        if user.revoked_at is not None:
+            raise RefusedError(f"user {name!r} was already removed")
+        # A fresh random digest as well, so the old token cannot match even if revoked_at were cleared.
+        user.token_sha256, user.revoked_at = token_digest(secrets.token_urlsafe(32)), now()
+
+
+def list_users(store: Store) -> list[User]:
+    """Every user, active or removed, by name."""
+    with read_session(store.engine) as session:
+        return list(session.scalars(select(User).order_by(User.name)))
+
+
+def _utc(moment: datetime) -> datetime:
+    """Stored times are UTC; SQLite returns them without an offset."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
 def get_user(store: Store, name: str) -> User:
@@ -729,8 +781,8 @@ def _resolve_at(session: Session, store: Store, at: At) -> int:
     latest = _latest_edit(session, store)
     if at is None:
         return latest
-    if isinstance(at, str) and at.strip().isdigit():
-        at = int(at)
+    if isinstance(at, str) and is_decimal(at.strip()):
+        at = int(at.strip())
     if isinstance(at, bool):
         raise InputError(f"invalid --at {at!r}")
     if isinstance(at, int):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from volumes.errors import InputError
+from volumes.errors import InputError, reason
 
 MODEL_FILE_FORMAT = "connectome-ffn-model-v1"
 
@@ -152,7 +152,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Co
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"{path} is not a readable FFN model file ({type(exc).__name__})") from None
+        raise InputError(f"{path} is not a readable FFN model file ({reason(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FILE_FORMAT:
         raise InputError(f"{path} is not a connectome FFN model file")
     config = FFNConfig.from_dict(payload["config"])

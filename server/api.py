@@ -17,28 +17,30 @@ from typing import TYPE_CHECKING, Any, Callable
 import tornado.web
 
 from db import store
+from db.export import write_table
 from server.app import ForbiddenError, NotFoundError
-from server.auth import ROLE_RANK, TOKEN_COOKIE, ApiError, Caller, QuietHttpErrors
+from server.auth import ROLE_RANK, TOKEN_COOKIE, ApiError, Caller
 from server.edit_queue import QueueClosedError
+from server.guard import KIB, GuardedHandler
+from volumes import ids
 from volumes.errors import InputError, RefusedError
 
 if TYPE_CHECKING:
     from server.app import ProofreadingServer
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-MAX_ID = 2**63 - 1  # the store keeps ids in signed 64-bit columns
 MAX_SEEDS = 1000
+EDIT_MAX_BODY_BYTES = 256 * KIB  # two lists of MAX_SEEDS ids as strings, with room to spare
 EXPORT_TABLES = {"synapses": store.synapse_table, "edges": store.edge_table, "neurons": store.neuron_table}
+EXPORT_FORMATS = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 
 
 def parse_id(value: Any, what: str) -> int:
-    """A positive 64-bit id given as a JSON number or a string of digits."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ApiError(400, f"{what} must be a positive integer id")
-    text = str(value).strip()
-    if not text.isdigit() or not 0 < int(text) <= MAX_ID:
-        raise ApiError(400, f"{what} must be a positive integer id, got {value!r}")
-    return int(text)
+    """A positive 64-bit id given as a JSON number or a string of ASCII digits; HTTP 400 otherwise."""
+    try:
+        return ids.parse_id(value, what)
+    except InputError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def parse_id_list(value: Any, what: str) -> list[int]:
@@ -47,11 +49,25 @@ def parse_id_list(value: Any, what: str) -> list[int]:
     return [parse_id(item, what) for item in value]
 
 
+def parse_int(text: str | None, what: str, default: int, minimum: int) -> int:
+    """An integer query argument in ASCII digits; HTTP 400 otherwise."""
+    if text is None or text == "":
+        return default
+    try:
+        return ids.parse_int(text, what, minimum=minimum)
+    except InputError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 def parse_at(value: str | None) -> int | str | None:
-    """`at`: an edit id (digits) or an ISO-8601 time; the store validates the time."""
+    """`at`: an edit id (ASCII digits) or an ISO-8601 time; the store validates the time."""
     if value is None or value == "":
         return None
-    return int(value) if value.isdigit() else value
+    if value.isascii() and value.isdigit():
+        return parse_int(value, "at", default=0, minimum=0)
+    if len(value) > 64:
+        raise ApiError(400, "at must be an edit id or an ISO-8601 time")
+    return value
 
 
 def edit_result_json(result: store.EditResult, target_edit_id: int | None = None) -> dict:
@@ -69,11 +85,18 @@ def edit_result_json(result: store.EditResult, target_edit_id: int | None = None
     return body
 
 
-class ApiHandler(QuietHttpErrors, tornado.web.RequestHandler):
-    """JSON in, JSON out, store work on worker threads, store errors mapped to HTTP codes."""
+class ApiHandler(GuardedHandler):
+    """JSON in, JSON out, store work on worker threads, store errors mapped to HTTP codes.
+
+    The caller is authenticated from the headers before the body is read (see server/guard.py);
+    `required_role` is the least role any method of the route needs.
+    """
+
+    json_writes = True
 
     def initialize(self, server: "ProofreadingServer"):
         self.server = server
+        self.authenticator = server.auth
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -87,7 +110,11 @@ class ApiHandler(QuietHttpErrors, tornado.web.RequestHandler):
         self.finish(json.dumps({"error": str(message), "status": status_code}))
 
     async def caller(self, role: str = "viewer") -> Caller:
-        return await self.server.auth.require(self, role)
+        """The caller `prepare` authenticated, if their role allows `role` (HTTP 403 otherwise)."""
+        caller = self.caller_ or await self.server.auth.require(self, role)
+        if not caller.may(role):
+            raise ApiError(403, f"this needs the {role} role; {caller.name} is a {caller.role}")
+        return caller
 
     async def call(self, function: Callable, *args, **kwargs) -> Any:
         """Run a blocking store read on a worker thread and translate its errors."""
@@ -113,9 +140,11 @@ class ApiHandler(QuietHttpErrors, tornado.web.RequestHandler):
 
     def json_body(self) -> dict:
         try:
-            body = json.loads(self.request.body or b"{}")
+            body = json.loads(self.body_bytes() or b"{}")
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "the request body must be JSON") from None
+        except RecursionError:
+            raise ApiError(400, "the request body nests too deeply") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
         return body
@@ -125,6 +154,8 @@ class ApiHandler(QuietHttpErrors, tornado.web.RequestHandler):
 
 
 class OpenApiHandler(ApiHandler):
+    required_role = None
+
     def get(self) -> None:
         self.finish(OPENAPI_PATH.read_bytes())
 
@@ -148,6 +179,9 @@ class RootsHandler(ApiHandler):
 
 
 class MergeHandler(ApiHandler):
+    required_role = "proofreader"
+    max_body_bytes = EDIT_MAX_BODY_BYTES
+
     async def post(self) -> None:
         caller = await self.caller("proofreader")
         body = self.json_body()
@@ -160,6 +194,9 @@ class MergeHandler(ApiHandler):
 
 
 class SplitHandler(ApiHandler):
+    required_role = "proofreader"
+    max_body_bytes = EDIT_MAX_BODY_BYTES
+
     async def post(self) -> None:
         caller = await self.caller("proofreader")
         body = self.json_body()
@@ -174,6 +211,8 @@ class SplitHandler(ApiHandler):
 
 
 class UndoRedoHandler(ApiHandler):
+    required_role = "proofreader"
+
     def initialize(self, server: "ProofreadingServer", operation: str):
         super().initialize(server)
         self.operation = operation
@@ -190,8 +229,8 @@ class HistoryHandler(ApiHandler):
     async def get(self) -> None:
         await self.caller()
         user = self.get_query_argument("user", None) or None
-        since_edit = self._integer_argument("since_edit", 0, minimum=0)
-        limit = self._integer_argument("limit", 1000, minimum=1)
+        since_edit = parse_int(self.get_query_argument("since_edit", None), "since_edit", default=0, minimum=0)
+        limit = parse_int(self.get_query_argument("limit", None), "limit", default=1000, minimum=1)
         if user is not None:
             await self.call(self._known_user, user)
         records = await self.call(store.history, self.server.store, user=user, since_edit=since_edit, limit=limit)
@@ -202,14 +241,6 @@ class HistoryHandler(ApiHandler):
             store.get_user(self.server.store, name)
         except InputError as exc:
             raise NotFoundError(str(exc)) from None
-
-    def _integer_argument(self, name: str, default: int, minimum: int) -> int:
-        text = self.get_query_argument(name, None)
-        if text is None or text == "":
-            return default
-        if not text.isdigit() or int(text) < minimum or int(text) > MAX_ID:
-            raise ApiError(400, f"{name} must be an integer >= {minimum}")
-        return int(text)
 
 
 class NeuronSynapsesHandler(ApiHandler):
@@ -239,22 +270,20 @@ class ExportHandler(ApiHandler):
         if table_name not in EXPORT_TABLES:
             raise ApiError(404, f"no table {table_name!r}; tables: {', '.join(EXPORT_TABLES)}")
         file_format = self.get_query_argument("format", "csv")
-        if file_format not in ("csv", "parquet"):
-            raise ApiError(400, "format must be csv or parquet")
+        if file_format not in EXPORT_FORMATS:
+            raise ApiError(400, f"format must be {' or '.join(EXPORT_FORMATS)}")
         at = parse_at(self.get_query_argument("at", None))
         table = await self.call(EXPORT_TABLES[table_name], self.server.store, at=at)
         buffer = io.BytesIO()
-        if file_format == "csv":
-            table.to_csv(buffer, index=False)
-            self.set_header("Content-Type", "text/csv")
-        else:
-            table.to_parquet(buffer, index=False)
-            self.set_header("Content-Type", "application/vnd.apache.parquet")
+        write_table(table, buffer, file_format)  # the same writer as `connectome export`
+        self.set_header("Content-Type", EXPORT_FORMATS[file_format])
         self.set_header("Content-Disposition", f'attachment; filename="{table_name}.{file_format}"')
         self.finish(buffer.getvalue())
 
 
 class UsersHandler(ApiHandler):
+    required_role = "admin"
+
     async def post(self) -> None:
         await self.caller("admin")
         body = self.json_body()
@@ -271,17 +300,23 @@ class UsersHandler(ApiHandler):
 class LoginHandler(ApiHandler):
     """`/login?token=T`: remember the token in a cookie and open the user's own viewer."""
 
+    required_role = None
+
     async def get(self) -> None:
         token = self.get_query_argument("token", "")
         caller = await asyncio.get_running_loop().run_in_executor(self.server.executor, self.server.auth.caller_for_token, token) if token else None
         if caller is None:
             raise ApiError(401, "unknown or missing token; ask an admin for your login link")
         user_viewer = self.server.viewer_for(caller)
-        self.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/")
+        # Secure when the browser came over HTTPS (directly, or through a TLS proxy that says so).
+        secure = self.request.protocol == "https" or self.request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+        self.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/", secure=secure)
         self.redirect(user_viewer.path)
 
 
 class IndexHandler(ApiHandler):
+    required_role = None
+
     def get(self) -> None:
         self.set_header("Content-Type", "text/html")
         self.finish("<!doctype html><title>connectome</title><p>connectome proofreading server. "
@@ -310,5 +345,7 @@ def api_routes(server: "ProofreadingServer") -> list[tuple]:
 
 
 class NotFoundHandler(ApiHandler):
-    def prepare(self) -> None:
+    required_role = None
+
+    async def prepare(self) -> None:
         raise ApiError(404, f"no API route {self.request.path}")

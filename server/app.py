@@ -11,7 +11,9 @@ pushes it to every open viewer as the segmentation layer's equivalences.
 """
 from __future__ import annotations
 
-import json
+import inspect
+import ipaddress
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,8 +24,9 @@ import neuroglancer.server as ng_server
 import tornado.web
 
 from db import store
-from server.auth import ApiError, Authenticator, Caller, QuietHttpErrors
+from server.auth import ApiError, Authenticator, Caller, request_token
 from server.edit_queue import EditQueue
+from server.guard import DEFAULT_MAX_BODY_BYTES, MIB, GuardedHandler
 from server.viewers import EDITS_STATUS_KEY, MAX_SYNAPSES_SHOWN, POST_SYNAPSE_LAYER, PRE_SYNAPSE_LAYER, SYNAPSE_RADIUS_NM, UserViewer
 from volumes.errors import InputError, RefusedError
 from volumes.workspace import Workspace
@@ -44,6 +47,27 @@ class NotFoundError(InputError):
     """A well-formed id that names nothing (HTTP 404)."""
 
 
+def check_bind_address(host: str, port: int) -> None:
+    """Refuse a port outside 0-65535 (0: any free port); warn when other machines can reach the server.
+
+    Tokens and cookies travel in clear over plain HTTP, so a team on a network puts a TLS proxy in front.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InputError(f"port must be from 1 to 65535 (or 0 for any free port), not {port}")
+    if not is_loopback(host):
+        print(f"connectome serve: warning: listening on {host}, reachable from other machines over plain HTTP; "
+              "user tokens travel in clear: put a TLS proxy in front (see README, Security)", file=sys.stderr, flush=True)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class ServedLayers:
     image: str
@@ -54,7 +78,7 @@ def choose_layers(workspace: Workspace, image: str | None = None, segmentation: 
     """The image and segmentation layers to show: the named ones, else 'image'/'segmentation', else the first of each type."""
     by_type: dict[str, list[str]] = {}
     for name in workspace.layer_names():
-        layer_type = json.loads((workspace.layer_path(name) / "info").read_text()).get("type")
+        layer_type = workspace.layer_info(name).get("type")
         by_type.setdefault(layer_type, []).append(name)
 
     def pick(requested: str | None, layer_type: str) -> str:
@@ -79,7 +103,7 @@ class ProofreadingServer:
 
         self.workspace = workspace
         self.layers = choose_layers(workspace, image_layer, segmentation_layer)
-        self.store = store.open_store(workspace)
+        self.store = store.open_store(workspace, create=False)
         self.executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="connectome-store")
         self._wake = threading.Event()  # set after an edit here, so the push does not wait for the next poll
         # Edits to the store run one at a time anyway (one writer); one thread takes them in arrival
@@ -97,16 +121,20 @@ class ProofreadingServer:
 
         if ng_server.is_server_running():
             raise RefusedError("a Neuroglancer server already runs in this process")
+        check_bind_address(host, port)
         neuroglancer.set_server_bind_address(host, port)
         try:
             ng_server.start()
         except OSError as exc:
             raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
         self._ng = ng_server.global_server
+        # Neuroglancer's server would buffer request bodies of up to 1 GiB before any handler runs;
+        # routes that take a body raise this per request, after checking the caller (server/guard.py).
+        self._ng.http_server.conn_params.max_body_size = DEFAULT_MAX_BODY_BYTES
         self.port = self._ng.port
         self.url = self._ng.server_url  # for 0.0.0.0, this machine's name, so other machines can fetch the layers
         router = self._ng.app.wildcard_router
-        router.add_rules(api_routes(self) + [(DATA_ROUTE, LayerFileHandler, dict(layers_dir=self.workspace.layers_dir, authorize=self.auth.require))])
+        router.add_rules(api_routes(self) + [(DATA_ROUTE, LayerFileHandler, dict(layers_dir=self.workspace.layers_dir, authenticator=self.auth))])
         router.rules[0:0] = [router.process_rule(tornado.web.url(*rule)) for rule in _viewer_guard_rules(self)]
 
         self.push_agglomeration()
@@ -136,7 +164,7 @@ class ProofreadingServer:
 
     def image_geometry(self) -> tuple[list[float], list[int], list[int]]:
         """Voxel size (nm), size and voxel offset of the image layer, x, y, z as Neuroglancer orders them."""
-        info = json.loads((self.workspace.layer_path(self.layers.image) / "info").read_text())
+        info = self.workspace.layer_info(self.layers.image)
         scale = info["scales"][0]
         return [float(r) for r in scale["resolution"]], [int(s) for s in scale["size"]], [int(o) for o in scale.get("voxel_offset", [0, 0, 0])]
 
@@ -354,17 +382,35 @@ def _viewer_guard_rules(server: ProofreadingServer) -> list[tuple]:
     return [(regex, _owner_only(handler, server), dict(server=server._ng)) for regex, handler in guarded]
 
 
+# Neuroglancer's viewer state travels in these posts (and today it holds the agglomeration's
+# equivalences), so they get a cap of their own; only the viewer's owner may send one.
+VIEWER_POST_MAX_BODY_BYTES = 64 * MIB
+
+
 def _owner_only(handler_class: type, server: ProofreadingServer) -> type:
-    class OwnerOnly(QuietHttpErrors, handler_class):
+    class OwnerOnly(GuardedHandler, handler_class):
+        max_body_bytes = VIEWER_POST_MAX_BODY_BYTES
+        authenticator = server.auth
+
         async def prepare(self):
             owner = server.viewer_owner(self.path_kwargs.get("viewer_token", ""))
             if owner is None:
                 raise tornado.web.HTTPError(404)
-            caller = await server.auth.authenticate(self)
-            if caller is None:
+            if request_token(self) is None:
                 raise ApiError(401, "open your login link /login?token=... first")
-            if caller.name != owner:
+            await super().prepare()  # size, token, origin: all before the body is read
+            if self.caller_.name != owner:
                 raise ApiError(403, "this viewer belongs to another user")
+
+        async def post(self, *args, **kwargs):
+            # Neuroglancer's handlers read request.body, which a streamed request fills only here.
+            self.request.body = self.body_bytes()
+            try:
+                result = super().post(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    await result
+            except (ValueError, RecursionError):  # json.loads of a malformed or too deeply nested body
+                raise ApiError(400, "the request body must be JSON of a Neuroglancer message") from None
 
     OwnerOnly.__name__ = f"OwnerOnly{handler_class.__name__}"
     return OwnerOnly

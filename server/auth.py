@@ -67,9 +67,13 @@ class Authenticator:
         self._lock = threading.Lock()
 
     def cached_caller(self, token: str) -> Caller | None:
-        """The caller for a token looked up in the last few seconds, without touching the store."""
+        """The caller for a token looked up in the last few seconds, without touching the store.
+
+        The cache is keyed by the token's SHA-256, as the store is: no raw token is kept in memory,
+        and a lookup compares digests, so its time says nothing about how much of a guess was right.
+        """
         with self._lock:
-            cached = self._cache.get(token)
+            cached = self._cache.get(store.token_digest(token))
         return cached[0] if cached and cached[1] > time.monotonic() else None
 
     def caller_for_token(self, token: str) -> Caller | None:
@@ -84,8 +88,13 @@ class Authenticator:
             return None
         caller = Caller(name=user.name, role=user.role)
         with self._lock:
-            self._cache[token] = (caller, now + TOKEN_CACHE_SECONDS)
+            self._cache[store.token_digest(token)] = (caller, now + TOKEN_CACHE_SECONDS)
         return caller
+
+    def forget(self) -> None:
+        """Drop every cached token (after a token is revoked, so it stops working at once here)."""
+        with self._lock:
+            self._cache.clear()
 
     async def authenticate(self, handler: tornado.web.RequestHandler) -> Caller | None:
         token = request_token(handler)

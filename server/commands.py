@@ -40,9 +40,20 @@ def register(subparsers) -> None:
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default from connectome.toml: 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, help="port (default from connectome.toml: 8080; 0 picks a free one)")
+    parser.add_argument("--port", type=port_number, help="port, 1-65535 (default from connectome.toml: 8080; 0 picks a free one)")
     parser.add_argument("--image", help="image layer to show (default: 'image' or the first image layer)")
     parser.add_argument("--segmentation-layer", dest="segmentation_layer", help="segmentation layer to show and edit")
+
+
+def port_number(text: str) -> int:
+    """A TCP port for argparse: 0 (any free port) to 65535, in ASCII digits."""
+    from volumes.errors import InputError
+    from volumes.ids import parse_int
+
+    try:
+        return parse_int(text, "--port", minimum=0, maximum=65535)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_serve(args: argparse.Namespace) -> int:

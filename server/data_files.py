@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tornado.web
 
-from server.auth import QuietHttpErrors
+from server.guard import GuardedHandler
 from volumes.workspace import LAYER_NAME
 
 DATA_ROUTE = r"/data/(?P<layer>[^/]+)/(?P<path>.*)"
@@ -36,12 +36,12 @@ def resolve_layer_file(layers_dir: Path, layer: str, path: str) -> tuple[Path, b
     return None
 
 
-class LayerFileHandler(QuietHttpErrors, tornado.web.RequestHandler):
-    """Static files of one workspace's layers with CORS, for Neuroglancer's precomputed source."""
+class LayerFileHandler(GuardedHandler):
+    """Static files of one workspace's layers with CORS, for Neuroglancer's precomputed source (viewers and up)."""
 
-    def initialize(self, layers_dir: Path, authorize):
+    def initialize(self, layers_dir: Path, authenticator):
         self.layers_dir = layers_dir
-        self.authorize = authorize
+        self.authenticator = authenticator
 
     def set_default_headers(self) -> None:
         self.set_header("Access-Control-Allow-Origin", "*")
@@ -52,7 +52,6 @@ class LayerFileHandler(QuietHttpErrors, tornado.web.RequestHandler):
         self.finish()
 
     async def get(self, layer: str, path: str) -> None:
-        await self.authorize(self, "viewer")
         found = resolve_layer_file(self.layers_dir, layer, path)
         if found is None:
             raise tornado.web.HTTPError(404)

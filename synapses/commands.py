@@ -150,7 +150,7 @@ def _add_to_store(workspace, rows: list[dict]) -> str:
     """Make these the workspace store's synapses (db.store), replacing an earlier detection's; the layer is already written."""
     from db import store
 
-    with store.open_store(workspace) as opened:
+    with store.open_store(workspace, create=False) as opened:
         try:
             added = store.add_synapses(opened, rows, replace=True)
         except InputError as exc:

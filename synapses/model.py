@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from volumes.errors import InputError
+from volumes.errors import InputError, reason
 
 MODEL_FORMAT = "connectome-synapse-unet-v2"
 
@@ -135,9 +135,10 @@ def load_model(path: str | Path, device: str = "cpu") -> SynapseModel:
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
     try:
-        payload = torch.load(path, map_location=device, weights_only=False)
+        # weights_only: a model file holds tensors and plain values, so loading one never runs code from it
+        payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # a truncated or foreign file
-        raise InputError(f"{path}: not a synapse model file ({type(exc).__name__})") from None
+        raise InputError(f"{path}: not a synapse model file ({reason(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise InputError(f"{path}: not a synapse model file (expected format {MODEL_FORMAT})")
     network = SynapseUNet(NetworkConfig(**payload["network_config"]))

@@ -35,7 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_init(args: argparse.Namespace) -> int:
+    from db import store
+
     workspace = Workspace.init(args.directory)
+    store.open_store(workspace, create=True).close()  # the one command (beside the builders) that makes a store
     print(f"workspace {workspace.root}")
     print(f"  config   {workspace.root / 'connectome.toml'}")
     print(f"  layers   {workspace.layers_dir}")
@@ -61,7 +64,7 @@ def run_import(args: argparse.Namespace) -> int:
 def run_layers(args: argparse.Namespace) -> int:
     workspace = Workspace(args.workspace)
     for name in workspace.layer_names():
-        info = json.loads((workspace.layer_path(name) / "info").read_text())
+        info = workspace.layer_info(name)
         size = "x".join(str(s) for s in reversed(info["scales"][0]["size"]))
         print(f"{name}\t{info['type']}\t{info['data_type']}\t{size}")
     return 0

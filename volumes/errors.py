@@ -24,3 +24,9 @@ class RefusedError(ConnectomeError):
     """A well-formed request that cannot be carried out (conflict, invalid edit)."""
 
     exit_code = 1
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of a library exception's message, for a one-line error (its class name if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else f"{type(exc).__name__} without a message"

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from volumes.errors import InputError
+from volumes.errors import InputError, reason
 from volumes.geometry import Box, nm_to_voxel
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -295,7 +295,7 @@ def _read_image(path: Path) -> np.ndarray:
             with Image.open(path) as handle:
                 image = np.asarray(handle)
     except Exception as exc:
-        raise InputError(f"{path}: cannot read image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise InputError(f"{path}: cannot read image ({reason(exc)})") from None
     if image.ndim != 2:
         raise InputError(f"{path}: expected a single-channel 2-D image, got shape {image.shape}")
     if image.dtype == bool:  # 1-bit images mean black/white: 0/255, as PIL converts mode "1" to "L"

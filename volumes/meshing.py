@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from volumes.errors import InputError
 from volumes.geometry import Box
+from volumes.workspace import read_layer_info
 from volumes.workspace import Workspace
 
 MESH_DIR = "mesh"
@@ -35,7 +36,7 @@ DEFAULT_CHUNK_SHAPE = (256, 256, 256)
 
 def mesh_is_complete(layer_path: Path) -> bool:
     """True once every manifest has been written and the layer info points at the meshes."""
-    info = json.loads((layer_path / "info").read_text())
+    info = read_layer_info(layer_path)
     return info.get("mesh") == MESH_DIR and (layer_path / MESH_DIR / "info").is_file()
 
 
@@ -55,7 +56,7 @@ def mesh_segmentation(
     from volumes.io import open_volume
 
     layer_path = workspace.require_layer(layer_name)
-    info = json.loads((layer_path / "info").read_text())
+    info = read_layer_info(layer_path)
     if info.get("type") != "segmentation":
         raise InputError(f"layer {layer_name!r} is a {info.get('type')} layer, not a segmentation")
     if mesh_is_complete(layer_path) and not overwrite:

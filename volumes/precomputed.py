@@ -50,7 +50,8 @@ def downsample(block: np.ndarray, factor: Sequence[int], labels: bool) -> np.nda
     if tuple(factor) == (1, 1, 1):
         return block
     factor_xyz = tuple(int(f) for f in reversed(factor))
-    data_xyz = np.asfortranarray(block.transpose(2, 1, 0))
+    # tinybrain takes a writable buffer: a read-only source (an .npy memmap, say) is copied first.
+    data_xyz = np.require(block.transpose(2, 1, 0), requirements=["F_CONTIGUOUS", "WRITEABLE"])
     if labels:
         result = tinybrain.downsample_segmentation(data_xyz, factor=factor_xyz, num_mips=1)[0]
     else:

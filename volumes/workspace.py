@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -74,6 +75,10 @@ class Workspace:
             raise InputError(f"no layer {name!r} in workspace {self.root} (layers: {known})")
         return path
 
+    def layer_info(self, name: str) -> dict[str, Any]:
+        """A layer's precomputed `info`, or InputError naming the file when it is missing or not JSON."""
+        return read_layer_info(self.require_layer(name))
+
     def layer_names(self) -> list[str]:
         if not self.layers_dir.is_dir():
             return []
@@ -94,9 +99,26 @@ class Workspace:
 
     @property
     def server_port(self) -> int:
-        return int(self.config.get("server", {}).get("port", 8080))
+        port = self.config.get("server", {}).get("port", 8080)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise InputError(f"{self.root / CONFIG_NAME}: [server] port must be an integer from 1 to 65535, not {port!r}")
+        return port
 
     def set_config(self, section: str, key: str, value: Any) -> None:
         """Change one setting and write connectome.toml back."""
         self.config.setdefault(section, {})[key] = value
         (self.root / CONFIG_NAME).write_text(tomli_w.dumps(self.config))
+
+
+def read_layer_info(layer_dir: Path) -> dict[str, Any]:
+    """The `info` JSON of a precomputed layer directory; a damaged one is named in a one-line error."""
+    path = layer_dir / "info"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing; is {layer_dir} a precomputed layer?") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); re-import the layer or restore the file") from None
+    if not isinstance(info, dict) or not isinstance(info.get("scales"), list) or not info["scales"]:
+        raise InputError(f"{path}: not a precomputed info file (no 'scales')")
+    return info
