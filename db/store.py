@@ -296,11 +296,6 @@ def list_users(store: Store) -> list[User]:
         return list(session.scalars(select(User).order_by(User.name)))
 
 
-def _utc(moment: datetime) -> datetime:
-    """Stored times are UTC; SQLite returns them without an offset."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
-
-
 def get_user(store: Store, name: str) -> User:
     """The user called `name`; InputError if there is none."""
     with read_session(store.engine) as session:

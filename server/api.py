@@ -173,8 +173,8 @@ class RootsHandler(ApiHandler):
         text = self.get_query_argument("supervoxels", "")
         supervoxels = parse_id_list([part for part in text.split(",") if part] or None, "supervoxels")
         at = parse_at(self.get_query_argument("at", None))
-        roots = await self.call(self.server.known_roots, supervoxels, at=at)
-        edit_id = await self.call(store.resolve_at, self.server.store, at)
+        edit_id = await self.call(store.resolve_at, self.server.store, at)  # a bad `at` is a 400, before the ids' 404
+        roots = await self.call(self.server.known_roots, supervoxels, at=edit_id)
         self.send({"edit_id": edit_id, "roots": {str(supervoxel): str(root) for supervoxel, root in roots.items()}})
 
 

@@ -77,11 +77,17 @@ class GuardedHandler(QuietHttpErrors, tornado.web.RequestHandler):
     json_writes: bool = False
     authenticator = None  # set by initialize(): an object with `async require(handler, role) -> Caller`
 
+    _refusing_unread_body = False
+
     async def prepare(self) -> None:
         self._chunks: list[bytes] = []
         self._received = 0
         self.caller_: Caller | None = None
         self.request.connection.set_max_body_size(self.max_body_bytes)  # backstop for chunked bodies
+        # Refused here, the body is never read and tornado closes the connection after the answer;
+        # saying so in the answer keeps clients from sending their next request down a closing one.
+        self._refusing_unread_body = self.request.headers.get("Content-Length", "0") != "0" or \
+            "Transfer-Encoding" in self.request.headers
         length = declared_length(self.request)
         if length is not None and length > self.max_body_bytes:
             raise ApiError(413, f"the request body may be at most {self.max_body_bytes} bytes on this route, not {length}")
@@ -93,6 +99,12 @@ class GuardedHandler(QuietHttpErrors, tornado.web.RequestHandler):
                                     "or authenticate with an Authorization: Bearer header")
             if self.json_writes and not _is_json(self.request.headers.get("Content-Type", "")):
                 raise ApiError(415, "write requests with the login cookie must be sent as Content-Type: application/json")
+        self._refusing_unread_body = False
+
+    def clear(self) -> None:
+        super().clear()  # send_error starts the answer afresh; keep the close notice
+        if self._refusing_unread_body:
+            self.set_header("Connection", "close")
 
     def data_received(self, chunk: bytes) -> None:
         self._received += len(chunk)

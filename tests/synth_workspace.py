@@ -1,0 +1,60 @@
+"""A served workspace built from `connectome synth`'s volume, for server tests that must run on a clean clone.
+
+Each synthetic neuron is cut into z slabs, so its pieces are adjacent supervoxels that a merge
+can join and a split can separate; two synapses link the largest pieces.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SHAPE = (48, 64, 64)
+RESOLUTION_NM = (8.0, 8.0, 8.0)
+SLAB = 16  # voxels of z per supervoxel
+
+
+def build_synth_workspace(root: Path, seed: int = 3):
+    """(workspace, tokens by user name, supervoxel ids largest first); users ana, ben (proofreaders), boss, vic."""
+    from db import store
+    from volumes.precomputed import write_layer
+    from volumes.synth import synthesize
+    from volumes.workspace import Workspace
+
+    volume = synthesize(SHAPE, seed, RESOLUTION_NM, synapses_per_cubic_um=0.0)
+    neurons = volume["neuron_ids"].astype(np.uint64)
+    slab = (np.arange(SHAPE[0]) // SLAB).astype(np.uint64)[:, None, None]
+    labels = np.where(neurons > 0, neurons * 10 + slab + 1, 0).astype(np.uint64)
+    workspace = Workspace.init(root)
+    write_layer(workspace.layer_path("image"), volume["raw"], RESOLUTION_NM, "image", progress=False)
+    write_layer(workspace.layer_path("segmentation"), labels, RESOLUTION_NM, "segmentation", progress=False)
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    largest = [int(i) for i in ids[np.argsort(-counts)]]
+    tokens = {}
+    with store.open_store(workspace) as proofreading_store:
+        store.add_layer(proofreading_store, "segmentation", workspace.layer_url("segmentation"), "segmentation", RESOLUTION_NM)
+        store.build_graph(proofreading_store, labels, RESOLUTION_NM)
+        for name, role in (("ana", "proofreader"), ("ben", "proofreader"), ("boss", "admin"), ("vic", "viewer")):
+            tokens[name] = store.add_user(proofreading_store, name, role)
+        synapses = []
+        for pre, post in ((largest[0], largest[1]), (largest[2], largest[0])):
+            position_nm = (np.argwhere(labels == pre).mean(axis=0) * RESOLUTION_NM).tolist()
+            synapses.append({"position_nm": position_nm, "pre_supervoxel_id": pre, "post_supervoxel_id": post})
+        store.add_synapses(proofreading_store, synapses)
+    return workspace, tokens, largest
+
+
+def adjacent_pair(proofreading_store, supervoxels: list[int]) -> tuple[int, int]:
+    """Two supervoxels that touch (so a merge of them is an ordinary edit), from the largest down."""
+    from sqlalchemy import select
+
+    from db.connection import read_session
+    from db.models import Adjacency
+
+    wanted = set(supervoxels[:40])
+    with read_session(proofreading_store.engine) as session:
+        pairs = session.execute(select(Adjacency.sv_a, Adjacency.sv_b).order_by(Adjacency.contact_area_nm2.desc())).all()
+    for a, b in pairs:
+        if a in wanted and b in wanted:
+            return int(a), int(b)
+    raise AssertionError("no adjacent supervoxels in the synthetic workspace")
