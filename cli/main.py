@@ -25,6 +25,7 @@ COMMAND_MODULES = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="connectome", description="From an EM volume to a proofread wiring diagram.")
+    parser.add_argument("--version", action="version", version=f"connectome {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
@@ -36,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(subparsers)
     return parser
+
+
+def installed_version() -> str:
+    """The installed package's version (pyproject.toml), or 'unknown' when run from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("connectome")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def add_workspace_argument(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ import sys
 
 from cli.main import add_workspace_argument
 from volumes.errors import InputError
+from volumes.ids import parse_id, parse_id_list
 
 # db.store (pandas, networkx, SQLAlchemy) is imported by the handlers only, so that every other
 # `connectome` command starts without paying for it.
@@ -29,12 +30,20 @@ def _open(args: argparse.Namespace):
     return S.open_store(Workspace(args.workspace), create=False)
 
 
+def _id(text: str) -> int:
+    """A positive id in ASCII digits (volumes.ids, the API's parser too), or an argparse error."""
+    try:
+        return parse_id(text, "id")
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _id_list(text: str) -> list[int]:
     """'12,34' -> [12, 34], or an argparse error naming the bad item."""
     try:
-        return [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated supervoxel ids, got {text!r}") from None
+        return parse_id_list(text, "supervoxel id")
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated supervoxel ids: {exc}") from None
 
 
 # ---------------------------------------------------------------- graph
@@ -81,19 +90,19 @@ def _register_edit(subparsers) -> None:
     actions.required = True
 
     merge = actions.add_parser("merge", help="join the neurons of two supervoxels; prints the edit id")
-    merge.add_argument("supervoxel_a", type=int)
-    merge.add_argument("supervoxel_b", type=int)
+    merge.add_argument("supervoxel_a", type=_id, help="a supervoxel of the first neuron")
+    merge.add_argument("supervoxel_b", type=_id, help="a supervoxel of the second neuron")
     merge.set_defaults(func=_edit_merge)
 
     split = actions.add_parser("split", help="separate sources from sinks by a minimum cut; prints the edit id")
-    split.add_argument("--sources", type=_id_list, required=True, metavar="SV,...")
-    split.add_argument("--sinks", type=_id_list, required=True, metavar="SV,...")
+    split.add_argument("--sources", type=_id_list, required=True, metavar="SV,...", help="supervoxels that stay on one side")
+    split.add_argument("--sinks", type=_id_list, required=True, metavar="SV,...", help="supervoxels that go to the other side")
     split.add_argument("--preview", action="store_true", help="print the links the cut would remove; change nothing")
     split.set_defaults(func=_edit_split)
 
     for name, verb in (("undo", "reverse"), ("redo", "re-apply")):
         action = actions.add_parser(name, help=f"{verb} an edit by id; prints the new edit id")
-        action.add_argument("edit_id", type=int)
+        action.add_argument("edit_id", type=_id, help="the edit (a merge or split) to act on; see 'edit history'")
         action.set_defaults(func=_edit_undo_redo, operation=name)
 
     for action in (merge, split, *(actions.choices[n] for n in ("undo", "redo"))):
@@ -104,7 +113,7 @@ def _register_edit(subparsers) -> None:
 
     roots = actions.add_parser("roots", help="print 'supervoxel root' lines, now or as of an edit or time")
     add_workspace_argument(roots)
-    roots.add_argument("supervoxels", type=int, nargs="+", metavar="SV_ID")
+    roots.add_argument("supervoxels", type=_id, nargs="+", metavar="SV_ID", help="supervoxel ids")
     roots.add_argument("--at", help="edit id or ISO time (default: now)")
     roots.set_defaults(func=_edit_roots)
 

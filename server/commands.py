@@ -88,9 +88,40 @@ def run_mesh(args: argparse.Namespace) -> int:
     return 0
 
 
+def require_free_port(host: str, port: int) -> None:
+    """Refuse a port another program listens on now, before minutes of building (0 always finds one)."""
+    import socket
+
+    from volumes.errors import InputError
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); the demo would be built for nothing: "
+                             "choose another --port (0 picks a free one)") from None
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from server.demo import build_demo, demo_logins
 
+    if not args.no_serve:  # a new workspace will get connectome.toml's defaults
+        from pathlib import Path
+
+        from volumes.workspace import CONFIG_NAME, default_config
+
+        if (Path(args.workspace) / CONFIG_NAME).is_file():
+            existing = Workspace(args.workspace)
+            host, port = args.host or existing.server_host, existing.server_port if args.port is None else args.port
+        else:
+            server_defaults = default_config()["server"]
+            host = args.host or server_defaults["host"]
+            port = server_defaults["port"] if args.port is None else args.port
+        require_free_port(host, port)
+        print(f"connectome demo: port {port} on {host} is free; the viewer will be served there once built", flush=True)
     workspace = build_demo(args.workspace, data_dir=args.data, bbox=args.bbox, download=not args.offline)
     if args.no_serve:
         print(f"connectome demo: workspace ready at {workspace.root}; serve it with 'connectome serve -w {workspace.root}'")

@@ -77,3 +77,15 @@ def test_demo_on_the_fib25_cube_with_googles_checkpoint(tmp_path, shared_data, g
     assert "published FFN segmentation of the whole cube" in result.stdout
     logins = check_built(workspace_dir, minimum_supervoxels=200)  # Google's result has 254 segments
     serve_and_open(workspace_dir, logins["admin"])
+
+
+def test_a_busy_port_is_reported_before_anything_is_built(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("demo", "--workspace", str(tmp_path / "w"), "--offline", "--port", str(port), timeout_s=120)
+    assert result.returncode == 2 and f"127.0.0.1:{port}" in result.stderr and "--port" in result.stderr, result.stderr
+    assert not (tmp_path / "w").exists(), "nothing is built when the server could not start"

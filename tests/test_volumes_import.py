@@ -167,3 +167,71 @@ def test_write_failure_part_way_keeps_the_old_layer(workspace, tmp_path, monkeyp
     monkeypatch.undo()
     assert [p.name for p in workspace.layers_dir.iterdir()] == ["img"]
     np.testing.assert_array_equal(read_layer(workspace, "img"), np.full((130, 8, 8), 3, np.uint8))
+
+
+PYRAMID_SHAPE = (24, 160, 144)  # over one 128-voxel chunk in y and x, so the pyramid has a second level
+
+
+def _write_source(tmp_path: Path, kind: str, volume: np.ndarray) -> str:
+    """`volume` written as one input format the importer reads; returns the SRC argument."""
+    if kind == "npy":
+        np.save(tmp_path / "v.npy", volume)  # opened as a read-only memmap
+        return str(tmp_path / "v.npy")
+    if kind == "npz":
+        np.savez(tmp_path / "v.npz", data=volume)
+        return f"{tmp_path / 'v.npz'}:data"
+    if kind == "h5":
+        import h5py
+
+        with h5py.File(tmp_path / "v.h5", "w") as f:
+            f.create_dataset("volumes/data", data=volume, chunks=(8, 32, 32))
+        return f"{tmp_path / 'v.h5'}:volumes/data"
+    if kind in ("png", "tiff"):
+        from PIL import Image
+
+        folder = tmp_path / kind
+        folder.mkdir()
+        for z, section in enumerate(volume):
+            Image.fromarray(section).save(folder / f"{z}.{'png' if kind == 'png' else 'tif'}")
+        return str(folder)
+    if kind == "zarr":
+        import zarr
+
+        array = zarr.create_array(str(tmp_path / "v.zarr"), shape=volume.shape, dtype=volume.dtype, chunks=(8, 64, 64))
+        array[:] = volume
+        return str(tmp_path / "v.zarr")
+    if kind == "n5":
+        import tensorstore as ts
+
+        spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "v.n5" / "data")},
+                "metadata": {"dimensions": list(reversed(volume.shape)), "blockSize": [64, 64, 8],
+                             "dataType": str(volume.dtype), "compression": {"type": "gzip"}}, "create": True}
+        ts.open(spec).result().write(volume.transpose(2, 1, 0)).result()
+        return f"{tmp_path / 'v.n5'}:data"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz", "h5", "png", "tiff", "zarr", "n5"])
+def test_every_format_imports_at_two_pyramid_levels(workspace, tmp_path, kind):
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, PYRAMID_SHAPE, dtype=np.uint8)
+    source = _write_source(tmp_path, kind, image)
+    assert main(["import", source, "-w", str(workspace.root), "--name", "img", "--resolution", "8,8,8"]) == 0
+    cv = CloudVolume("file://" + str(workspace.layer_path("img")))
+    assert len(cv.info["scales"]) >= 2, cv.info["scales"]
+    np.testing.assert_array_equal(read_layer(workspace, "img"), image)
+    from volumes.precomputed import pyramid_factors
+
+    factor = pyramid_factors(PYRAMID_SHAPE, (8, 8, 8))[0]  # z is too thin to halve here: (1, 2, 2)
+    level1 = read_layer(workspace, "img", mip=1)
+    assert level1.shape == tuple(-(-s // f) for s, f in zip(PYRAMID_SHAPE, factor))
+    first_block = image[:factor[0], :factor[1], :factor[2]].astype(float)
+    assert abs(float(level1[0, 0, 0]) - first_block.mean()) <= 1
+    if kind in ("npy", "h5", "zarr"):  # labels too, through the same formats
+        labels = (rng.integers(0, 5, PYRAMID_SHAPE) * 1000).astype(np.uint32)
+        label_dir = tmp_path / "labels"
+        label_dir.mkdir()
+        source = _write_source(label_dir, kind, labels)
+        assert main(["import", source, "-w", str(workspace.root), "--name", "seg", "--labels", "--resolution", "8,8,8"]) == 0
+        np.testing.assert_array_equal(read_layer(workspace, "seg"), labels)
+        assert len(CloudVolume("file://" + str(workspace.layer_path("seg"))).info["scales"]) >= 2

@@ -11,7 +11,7 @@ from volumes.workspace import Workspace
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     init = subparsers.add_parser("init", help="create a workspace directory")
-    init.add_argument("directory")
+    init.add_argument("directory", help="workspace directory to create (an existing one is kept as it is)")
     init.set_defaults(func=run_init)
 
     imp = subparsers.add_parser("import", help="import a volume as a Neuroglancer precomputed layer")

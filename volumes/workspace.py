@@ -119,6 +119,6 @@ def read_layer_info(layer_dir: Path) -> dict[str, Any]:
         raise InputError(f"{path}: missing; is {layer_dir} a precomputed layer?") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc}); re-import the layer or restore the file") from None
-    if not isinstance(info, dict) or not isinstance(info.get("scales"), list) or not info["scales"]:
-        raise InputError(f"{path}: not a precomputed info file (no 'scales')")
+    if not isinstance(info, dict) or not isinstance(info.get("@type", info.get("type")), str):
+        raise InputError(f"{path}: not a precomputed info file (no type)")
     return info
