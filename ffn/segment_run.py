@@ -26,6 +26,13 @@ from volumes.errors import InputError
 from volumes.geometry import Box
 
 
+def estimated_total_steps(steps_done: int, seeds_done: int, seeds_total: int) -> int | None:
+    """FFN steps a run will take, judged from the seeds settled so far (None before the first)."""
+    if seeds_done <= 0 or seeds_total <= 0:
+        return None
+    return int(round(steps_done * seeds_total / seeds_done))
+
+
 def open_image(workspace, name: str):
     """A workspace layer by name, or any volume spec `open_volume` understands."""
     from volumes.io import open_volume
@@ -98,24 +105,28 @@ def run_segmentation(workspace, image_name: str, model_path: str | Path, out_nam
         canvas.restore(state)
     else:
         canvas.compute_seeds()
-    bar = tqdm(total=len(canvas.seed_coords), initial=canvas.seed_index, unit="seed", disable=not progress,
-               desc=f"ffn segment {out_name}")
+    # The bar counts FFN steps, the work itself: one seed can take most of a run (a large neuron)
+    # while thousands of others are skipped in no time, so a bar over seeds stalls. Its total is
+    # an estimate that sharpens as seeds settle: steps so far scaled by the share of seeds done.
+    seeds_total = len(canvas.seed_coords)
+    bar = tqdm(total=estimated_total_steps(canvas.steps, canvas.seed_index, seeds_total), initial=canvas.steps,
+               unit="step", disable=not progress, desc=f"ffn segment {out_name}", dynamic_ncols=True)
+    bar.set_postfix_str(f"seeds {canvas.seed_index}/{seeds_total}, segments {len(canvas.origins)}")
     last_save = [time.time()]
 
     def on_segment(c: Canvas) -> None:
-        bar.n = c.seed_index
-        bar.set_postfix(segments=len(c.origins), steps=c.steps, refresh=True)
+        bar.total = max(estimated_total_steps(c.steps, c.seed_index, seeds_total) or 0, bar.n)
+        bar.set_postfix_str(f"seeds {c.seed_index}/{seeds_total}, segments {len(c.origins)}", refresh=True)
         if time.time() - last_save[0] >= checkpoint_seconds:
             _save_state(state_path, c)
             last_save[0] = time.time()
 
-    def on_step(_: int) -> None:
-        if time.time() - last_shown[0] >= 2.0:  # a long segment still shows progress
-            bar.set_postfix(segments=len(canvas.origins), steps=resumed_steps + forward.steps, refresh=True)
-            last_shown[0] = time.time()
+    def on_step(count: int) -> None:
+        bar.update(count)
+        if bar.total is not None and bar.n > bar.total:  # the estimate was low: keep the bar below its end
+            bar.total = bar.n
 
     forward = ForwardRunner.for_options(model, options)
-    last_shown, resumed_steps = [time.time()], canvas.steps
     started = time.time()
     try:
         run_canvases([canvas.run(on_segment)], forward, on_step=on_step)

@@ -73,34 +73,56 @@ def mesh_segmentation(
 
     mesher = zmesh.Mesher(tuple(resolution_nm[::-1]))  # zmesh works in x, y, z
     chunks = list(Box.from_shape(volume.shape).chunks(chunk_shape))
-    for chunk in tqdm(chunks, desc=f"meshing {layer_name}", unit="chunk", disable=not progress):
+    # The bar counts voxels, advanced supervoxel by supervoxel inside each chunk: a small volume is
+    # one chunk, and a bar over chunks sat at 0/1 for the whole run.
+    bar = tqdm(total=int(np.prod(volume.shape)), unit="voxel", unit_scale=True, desc=f"meshing {layer_name}",
+               disable=not progress, dynamic_ncols=True)
+    meshed = 0
+    for index, chunk in enumerate(chunks):
         done_marker = partial_dir / f"{_chunk_name(chunk)}.done"
+        bar.set_postfix_str(f"chunk {index + 1}/{len(chunks)}, {meshed} supervoxel meshes", refresh=True)
         if done_marker.exists():
+            bar.update(int(np.prod(chunk.shape)))
             continue
-        _mesh_chunk(volume, chunk, mesher, resolution_nm, offset_nm, simplification_factor, max_simplification_error_nm, fragments_dir)
+        meshed += _mesh_chunk(volume, chunk, mesher, resolution_nm, offset_nm, simplification_factor,
+                              max_simplification_error_nm, fragments_dir, bar)
         done_marker.touch()
+    bar.close()
 
     return _publish_meshes(layer_path, info, partial_dir)
 
 
-def _mesh_chunk(volume, chunk: Box, mesher, resolution_nm, offset_nm, simplification_factor, max_error_nm, fragments_dir: Path) -> None:
-    """Mesh one chunk (grown by one voxel towards its upper neighbours) into fragment files."""
+def _mesh_chunk(volume, chunk: Box, mesher, resolution_nm, offset_nm, simplification_factor, max_error_nm,
+                fragments_dir: Path, bar: tqdm) -> int:
+    """Mesh one chunk (grown by one voxel towards its upper neighbours) into fragment files; returns how many.
+
+    `bar` advances by the chunk's voxels, a share after each supervoxel's mesh.
+    """
     whole = Box.from_shape(volume.shape)
     padded = Box(chunk.start, tuple(s + 1 for s in chunk.stop)).intersect(whole)
+    chunk_voxels = int(np.prod(chunk.shape))
     labels_zyx = np.asarray(volume.read(padded))
     if not labels_zyx.any():
-        return
+        bar.update(chunk_voxels)
+        return 0
     mesher.mesh(np.ascontiguousarray(labels_zyx).T)  # a transposed C array is x, y, z Fortran order
     chunk_origin_nm = (np.asarray(padded.start, dtype=np.float64) * resolution_nm + offset_nm)[::-1]
     name = _chunk_name(chunk)
-    for segment_id in mesher.ids():
+    ids = list(mesher.ids())
+    advanced, written = 0, 0
+    for number, segment_id in enumerate(ids, start=1):
+        share = chunk_voxels * number // len(ids)
+        bar.update(share - advanced)
+        advanced = share
         # voxel_centered: Neuroglancer draws voxel i over [i, i+1) * resolution, so its surface sits on those faces
         mesh = mesher.get(segment_id, normals=False, reduction_factor=simplification_factor, max_error=max_error_nm, voxel_centered=True)
         if len(mesh.faces) == 0:
             continue
         mesh.vertices = (mesh.vertices + chunk_origin_nm).astype(np.float32)
         _write_atomically(fragments_dir / f"{int(segment_id)}:0:{name}", mesh.to_precomputed())
+        written += 1
     mesher.clear()
+    return written
 
 
 def _publish_meshes(layer_path: Path, info: dict, partial_dir: Path) -> int:
