@@ -111,9 +111,22 @@ def run_command(argv: list[str]) -> None:
         raise RefusedError(f"'connectome {' '.join(argv)}' failed with exit status {code}")
 
 
-def step(number: int, total: int, title: str, done: bool, action: Callable[[], str | None]) -> None:
-    """Print one step's header, run it unless done, and say how it ended and how long it took."""
-    print(f"[{number}/{total}] {title}", flush=True)
+# Seconds each step took on a quiet 2-core machine (2026-12-02, `connectome demo --no-serve` on a fresh
+# workspace; README quotes the totals). A loaded machine takes several times longer.
+MEASURED_STEP_SECONDS = {
+    "synthetic": {"image": 3, "model": 0, "segment": 58, "proofread": 0, "mesh": 4, "graph": 2, "synapses": 3, "users": 0},
+    "FIB-25": {"image": 3, "model": 3, "segment": 23, "proofread": 1, "mesh": 43, "graph": 3, "synapses": 0, "users": 0},
+}
+
+
+def expected(kind: str, key: str) -> str:
+    seconds = MEASURED_STEP_SECONDS[kind][key]
+    return "seconds" if seconds < 10 else f"~{seconds} s" if seconds < 90 else f"~{round(seconds / 60)} min"
+
+
+def step(number: int, total: int, title: str, done: bool, action: Callable[[], str | None], took: str = "") -> None:
+    """Print one step's header (with what it took when measured), run it unless done, and say how long it took."""
+    print(f"[{number}/{total}] {title}" + (f" (measured: {took} on 2 quiet cores)" if took and not done else ""), flush=True)
     if done:
         print("      already done, reusing it", flush=True)
         return
@@ -184,17 +197,23 @@ def build_demo(workspace_dir: str, data_dir: str | None = None, bbox: str | None
 
     from volumes.meshing import mesh_is_complete
 
-    step(1, total, "import the EM image", workspace.has_layer("image"), make_image)
-    step(2, total, "FFN model", model_path.is_file() or workspace.has_layer(ffn_layer), make_model)
-    step(3, total, "FFN segmentation", workspace.has_layer(ffn_layer), segment)
+    kind = "FIB-25" if plan.checkpoint is not None else "synthetic"
+    whole = sum(MEASURED_STEP_SECONDS[kind].values())
+    print(f"connectome demo: {total} steps; on a quiet 2-core machine the whole {kind} build took {whole} s "
+          "(several times longer on a loaded one); finished steps are reused", flush=True)
+    step(1, total, "import the EM image", workspace.has_layer("image"), make_image, expected(kind, "image"))
+    step(2, total, "FFN model", model_path.is_file() or workspace.has_layer(ffn_layer), make_model, expected(kind, "model"))
+    step(3, total, "FFN segmentation", workspace.has_layer(ffn_layer), segment, expected(kind, "segment"))
     if plan.published_segmentation:
-        step(4, total, "segmentation to proofread", workspace.has_layer("segmentation"), proofreading_layer)
+        step(4, total, "segmentation to proofread", workspace.has_layer("segmentation"), proofreading_layer,
+             expected(kind, "proofread"))
     else:
         step(4, total, "segmentation to proofread", False, lambda: "the FFN result, layer 'segmentation'")
-    step(5, total, "meshes", mesh_is_complete(workspace.layer_path("segmentation")), mesh)
-    step(6, total, "adjacency graph", graph_is_built(workspace), graph)
-    step(7, total, "synapse detection", workspace.has_layer("segmentation_synapses"), lambda: detect_synapses(workspace, plan))
-    step(8, total, "users", (workspace.root / LOGINS_FILE).is_file(), users)
+    step(5, total, "meshes", mesh_is_complete(workspace.layer_path("segmentation")), mesh, expected(kind, "mesh"))
+    step(6, total, "adjacency graph", graph_is_built(workspace), graph, expected(kind, "graph"))
+    step(7, total, "synapse detection", workspace.has_layer("segmentation_synapses"), lambda: detect_synapses(workspace, plan),
+         expected(kind, "synapses"))
+    step(8, total, "users", (workspace.root / LOGINS_FILE).is_file(), users, expected(kind, "users"))
     return workspace
 
 

@@ -80,7 +80,7 @@ def mesh_segmentation(
     meshed = 0
     for index, chunk in enumerate(chunks):
         done_marker = partial_dir / f"{_chunk_name(chunk)}.done"
-        bar.set_postfix_str(f"chunk {index + 1}/{len(chunks)}, {meshed} supervoxel meshes", refresh=True)
+        bar.set_postfix_str(f"chunk {index + 1}/{len(chunks)}", refresh=True)
         if done_marker.exists():
             bar.update(int(np.prod(chunk.shape)))
             continue
