@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from volumes.errors import InputError, RefusedError
 from volumes.workspace import Workspace
 
@@ -214,7 +216,39 @@ def build_demo(workspace_dir: str, data_dir: str | None = None, bbox: str | None
     step(7, total, "synapse detection", workspace.has_layer("segmentation_synapses"), lambda: detect_synapses(workspace, plan),
          expected(kind, "synapses"))
     step(8, total, "users", (workspace.root / LOGINS_FILE).is_file(), users, expected(kind, "users"))
+    if plan.checkpoint is None:
+        truth = plan.image_spec.split(":")[0] + ":volumes/labels/neuron_ids"
+        print(f"connectome demo: segmentation {describe_score(score_against_truth(workspace, truth))}", flush=True)
     return workspace
+
+
+SPAN_MIN_VOXELS = 100  # a segment spans a true neuron when it holds at least this many of its voxels
+
+
+def score_against_truth(workspace: Workspace, truth_spec: str) -> dict:
+    """The segmentation layer against the synthetic volume's own neuron labels (the demo knows the truth).
+
+    Returns the VOI figures and, for the segment that touches the most true neurons, how many it
+    touches (each with at least SPAN_MIN_VOXELS voxels): a sponge-like merger shows there at once.
+    """
+    from ffn.evaluation import contingency_table, evaluate_segmentation
+    from volumes.io import open_volume
+
+    segmentation = np.asarray(open_volume(workspace.layer_url("segmentation")).read())
+    truth = np.asarray(open_volume(truth_spec).read())
+    report = evaluate_segmentation(segmentation, truth)
+    table = contingency_table(segmentation, truth)
+    spans = (table.seg_ids != 0) & (table.gt_ids != 0) & (table.counts >= SPAN_MIN_VOXELS)
+    _, neurons_per_segment = np.unique(table.seg_ids[spans], return_counts=True)
+    report["max_true_neurons_per_segment"] = int(neurons_per_segment.max()) if neurons_per_segment.size else 0
+    return report
+
+
+def describe_score(report: dict) -> str:
+    return (f"against the synthetic truth: VOI split/merge {report['voi_split']:.3f}/{report['voi_merge']:.3f}, "
+            f"sum {report['voi_sum']:.3f}; {report['n_segments']} segments for {report['n_gt_objects']} true neurons; "
+            f"the widest segment spans {report['max_true_neurons_per_segment']} true neurons "
+            f"(each with >= {SPAN_MIN_VOXELS} voxels)")
 
 
 def open_image_resolution(workspace: Workspace) -> tuple[float, float, float]:

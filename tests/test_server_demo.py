@@ -60,6 +60,12 @@ def test_offline_demo_builds_reuses_and_serves(tmp_path):
     print(f"offline demo built in {time.monotonic() - started:.0f} s")
     assert "synthetic" in first.stdout and "using the small FFN model shipped" in first.stdout
     assert "detected with the small synapse model shipped" in first.stdout
+    # The demo knows the truth and says how far its segmentation is from it.
+    score = re.search(r"against the synthetic truth: VOI split/merge ([0-9.]+)/([0-9.]+), sum ([0-9.]+); (\d+) segments "
+                      r"for (\d+) true neurons; the widest segment spans (\d+) true neurons", first.stdout)
+    assert score, first.stdout[-2000:]
+    split, merge, total = (float(v) for v in score.groups()[:3])
+    assert abs(split + merge - total) < 0.002 and int(score.group(5)) >= 10 and int(score.group(6)) >= 1
     logins = check_built(workspace_dir, minimum_supervoxels=5)
 
     again = run_cli("demo", "--workspace", str(workspace_dir), "--no-serve", "--offline")
