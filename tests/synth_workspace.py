@@ -16,7 +16,6 @@ SLAB = 16  # voxels of z per supervoxel
 
 def build_synth_workspace(root: Path, seed: int = 3):
     """(workspace, tokens by user name, supervoxel ids largest first); users ana, ben (proofreaders), boss, vic."""
-    from db import store
     from volumes.precomputed import write_layer
     from volumes.synth import synthesize
     from volumes.workspace import Workspace
@@ -28,20 +27,29 @@ def build_synth_workspace(root: Path, seed: int = 3):
     workspace = Workspace.init(root)
     write_layer(workspace.layer_path("image"), volume["raw"], RESOLUTION_NM, "image", progress=False)
     write_layer(workspace.layer_path("segmentation"), labels, RESOLUTION_NM, "segmentation", progress=False)
+    tokens, largest = populate_store(workspace, labels, RESOLUTION_NM)
+    return workspace, tokens, largest
+
+
+def populate_store(workspace, labels: np.ndarray, resolution_nm) -> tuple[dict[str, str], list[int]]:
+    """The served test workspace's store: the 'segmentation' layer's graph, two synapses between the largest
+    supervoxels and four users; returns (tokens by user name, supervoxel ids largest first)."""
+    from db import store
+
     ids, counts = np.unique(labels[labels > 0], return_counts=True)
     largest = [int(i) for i in ids[np.argsort(-counts)]]
     tokens = {}
     with store.open_store(workspace) as proofreading_store:
-        store.add_layer(proofreading_store, "segmentation", workspace.layer_url("segmentation"), "segmentation", RESOLUTION_NM)
-        store.build_graph(proofreading_store, labels, RESOLUTION_NM)
+        store.add_layer(proofreading_store, "segmentation", workspace.layer_url("segmentation"), "segmentation", resolution_nm)
+        store.build_graph(proofreading_store, labels, resolution_nm)
         for name, role in (("ana", "proofreader"), ("ben", "proofreader"), ("boss", "admin"), ("vic", "viewer")):
             tokens[name] = store.add_user(proofreading_store, name, role)
         synapses = []
         for pre, post in ((largest[0], largest[1]), (largest[2], largest[0])):
-            position_nm = (np.argwhere(labels == pre).mean(axis=0) * RESOLUTION_NM).tolist()
+            position_nm = (np.argwhere(labels == pre).mean(axis=0) * np.asarray(resolution_nm)).tolist()
             synapses.append({"position_nm": position_nm, "pre_supervoxel_id": pre, "post_supervoxel_id": post})
         store.add_synapses(proofreading_store, synapses)
-    return workspace, tokens, largest
+    return tokens, largest
 
 
 def adjacent_pair(proofreading_store, supervoxels: list[int]) -> tuple[int, int]:

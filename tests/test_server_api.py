@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 import requests
 
+from synth_workspace import populate_store
+
 
 CROP = (slice(61, 189),) * 3  # a 128^3 box from the middle of the 250^3 FIB-25 cube
 RESOLUTION_NM = (10.0, 10.0, 10.0)
@@ -26,7 +28,6 @@ RESOLUTION_NM = (10.0, 10.0, 10.0)
 def build_fib25_workspace(root: Path, fib25_h5: Path, mesh: bool = False):
     """A workspace with the FIB-25 crop's image, its NeuroProof supervoxels as 'segmentation', the graph,
     two synapses and four users; returns (workspace, tokens by user name, supervoxel ids largest first)."""
-    from db import store
     from volumes.precomputed import write_layer
     from volumes.workspace import Workspace
 
@@ -40,19 +41,7 @@ def build_fib25_workspace(root: Path, fib25_h5: Path, mesh: bool = False):
         from volumes.meshing import mesh_segmentation
 
         mesh_segmentation(workspace, "segmentation", progress=False)
-    ids, counts = np.unique(labels[labels > 0], return_counts=True)
-    largest = [int(i) for i in ids[np.argsort(-counts)]]
-    tokens = {}
-    with store.open_store(workspace) as proofreading_store:
-        store.add_layer(proofreading_store, "segmentation", workspace.layer_url("segmentation"), "segmentation", RESOLUTION_NM)
-        store.build_graph(proofreading_store, labels, RESOLUTION_NM)
-        for name, role in (("ana", "proofreader"), ("ben", "proofreader"), ("boss", "admin"), ("vic", "viewer")):
-            tokens[name] = store.add_user(proofreading_store, name, role)
-        synapses = []
-        for pre, post in ((largest[0], largest[1]), (largest[2], largest[0])):
-            position_nm = (np.argwhere(labels == pre).mean(axis=0) * RESOLUTION_NM).tolist()
-            synapses.append({"position_nm": position_nm, "pre_supervoxel_id": pre, "post_supervoxel_id": post})
-        store.add_synapses(proofreading_store, synapses)
+    tokens, largest = populate_store(workspace, labels, RESOLUTION_NM)
     return workspace, tokens, largest
 
 
