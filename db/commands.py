@@ -12,7 +12,7 @@ from cli.main import add_workspace_argument
 from volumes.errors import InputError
 from volumes.ids import parse_id, parse_id_list
 
-# db.store (pandas, networkx, SQLAlchemy) is imported by the handlers only, so that every other
+# db.store (pandas, SQLAlchemy) is imported by the handlers only, so that every other
 # `connectome` command starts without paying for it.
 
 

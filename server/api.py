@@ -1,7 +1,9 @@
 """The HTTP API beside the viewers (documented in server/openapi.json, served at /api/openapi.json).
 
 Every route answers JSON; errors are {"error": "<one line>", "status": <code>}: 400 bad input,
-401 no or unknown token, 403 role too low, 404 unknown id, 409 refused or conflicting edit.
+401 no or unknown token, 403 role too low, 404 unknown id, 409 refused or conflicting edit,
+413 body too large, 415 not JSON, 503 shutting down. The status is the `http_status` of the
+`volumes.errors` class the store or the handler raised: nothing here maps one error to another.
 64-bit ids are written as strings so JavaScript clients keep them exact; either form is accepted.
 Store calls run on the server's worker threads, never on the tornado thread.
 """
@@ -12,21 +14,15 @@ import io
 import json
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
-
-import tornado.web
+from typing import Any, Callable
 
 from db import store
 from db.export import write_table
-from server.app import ForbiddenError, NotFoundError
-from server.auth import ROLE_RANK, TOKEN_COOKIE, ApiError, Caller
-from server.edit_queue import QueueClosedError
+from server.auth import TOKEN_COOKIE, Caller
 from server.guard import KIB, GuardedHandler
+from server.services import ServerServices
 from volumes import ids
-from volumes.errors import InputError, RefusedError
-
-if TYPE_CHECKING:
-    from server.app import ProofreadingServer
+from volumes.errors import InputError, NotFoundError, UnauthorizedError
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 MAX_SEEDS = 1000
@@ -37,15 +33,12 @@ EXPORT_FORMATS = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"
 
 def parse_id(value: Any, what: str) -> int:
     """A positive 64-bit id given as a JSON number or a string of ASCII digits; HTTP 400 otherwise."""
-    try:
-        return ids.parse_id(value, what)
-    except InputError as exc:
-        raise ApiError(400, str(exc)) from None
+    return ids.parse_id(value, what)
 
 
 def parse_id_list(value: Any, what: str) -> list[int]:
     if not isinstance(value, list) or not value or len(value) > MAX_SEEDS:
-        raise ApiError(400, f"{what} must be a list of 1 to {MAX_SEEDS} ids")
+        raise InputError(f"{what} must be a list of 1 to {MAX_SEEDS} ids")
     return [parse_id(item, what) for item in value]
 
 
@@ -53,10 +46,7 @@ def parse_int(text: str | None, what: str, default: int, minimum: int) -> int:
     """An integer query argument in ASCII digits; HTTP 400 otherwise."""
     if text is None or text == "":
         return default
-    try:
-        return ids.parse_int(text, what, minimum=minimum)
-    except InputError as exc:
-        raise ApiError(400, str(exc)) from None
+    return ids.parse_int(text, what, minimum=minimum)
 
 
 def parse_at(value: str | None) -> int | str | None:
@@ -66,7 +56,7 @@ def parse_at(value: str | None) -> int | str | None:
     if value.isascii() and value.isdigit():
         return parse_int(value, "at", default=0, minimum=0)
     if len(value) > 64:
-        raise ApiError(400, "at must be an edit id or an ISO-8601 time")
+        raise InputError("at must be an edit id or an ISO-8601 time")
     return value
 
 
@@ -86,7 +76,7 @@ def edit_result_json(result: store.EditResult, target_edit_id: int | None = None
 
 
 class ApiHandler(GuardedHandler):
-    """JSON in, JSON out, store work on worker threads, store errors mapped to HTTP codes.
+    """JSON in, JSON out, store work on worker threads; an error answers its own HTTP status as JSON.
 
     The caller is authenticated from the headers before the body is read (see server/guard.py);
     `required_role` is the least role any method of the route needs.
@@ -94,7 +84,7 @@ class ApiHandler(GuardedHandler):
 
     json_writes = True
 
-    def initialize(self, server: "ProofreadingServer"):
+    def initialize(self, server: ServerServices):
         self.server = server
         self.authenticator = server.auth
 
@@ -102,51 +92,34 @@ class ApiHandler(GuardedHandler):
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
 
-    def write_error(self, status_code: int, **kwargs) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "message", None) or getattr(exc, "log_message", None) or self._reason
+    def write_error_body(self, status_code: int, message: str | None) -> None:
         self.set_header("Content-Type", "application/json")
         self.clear_header("Content-Disposition")
-        self.finish(json.dumps({"error": str(message), "status": status_code}))
+        self.finish(json.dumps({"error": message or self._reason, "status": status_code}))
 
     async def caller(self, role: str = "viewer") -> Caller:
         """The caller `prepare` authenticated, if their role allows `role` (HTTP 403 otherwise)."""
         caller = self.caller_ or await self.server.auth.require(self, role)
-        if not caller.may(role):
-            raise ApiError(403, f"this needs the {role} role; {caller.name} is a {caller.role}")
+        caller.require(role)
         return caller
 
     async def call(self, function: Callable, *args, **kwargs) -> Any:
-        """Run a blocking store read on a worker thread and translate its errors."""
-        return await self._outcome(lambda: self.server.executor.submit(function, *args, **kwargs))
+        """Run a blocking store read on a worker thread; its errors reach the client with their own status."""
+        return await asyncio.wrap_future(self.server.executor.submit(function, *args, **kwargs))
 
     async def edit(self, function: Callable[..., Future], *args, **kwargs) -> Any:
-        """Queue a store edit (the server's `edit_*`, which return Futures) and translate its errors."""
-        return await self._outcome(lambda: function(*args, **kwargs))
-
-    async def _outcome(self, start: Callable[[], Future]) -> Any:
-        try:
-            return await asyncio.wrap_future(start())
-        except ForbiddenError as exc:
-            raise ApiError(403, str(exc)) from None
-        except NotFoundError as exc:
-            raise ApiError(404, str(exc)) from None
-        except InputError as exc:
-            raise ApiError(400, str(exc)) from None
-        except RefusedError as exc:
-            raise ApiError(409, str(exc)) from None
-        except QueueClosedError as exc:
-            raise ApiError(503, str(exc)) from None
+        """Queue a store edit (the server's `edit_*`, which return Futures) and wait for its outcome."""
+        return await asyncio.wrap_future(function(*args, **kwargs))
 
     def json_body(self) -> dict:
         try:
             body = json.loads(self.body_bytes() or b"{}")
         except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "the request body must be JSON") from None
+            raise InputError("the request body must be JSON") from None
         except RecursionError:
-            raise ApiError(400, "the request body nests too deeply") from None
+            raise InputError("the request body nests too deeply") from None
         if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object")
+            raise InputError("the request body must be a JSON object")
         return body
 
     def send(self, data: Any) -> None:
@@ -187,7 +160,7 @@ class MergeHandler(ApiHandler):
         body = self.json_body()
         supervoxels = parse_id_list(body.get("supervoxels"), "supervoxels")
         if len(supervoxels) != 2:
-            raise ApiError(400, "supervoxels must hold exactly two ids")
+            raise InputError("supervoxels must hold exactly two ids")
         seen_roots = parse_id_list(body["seen_roots"], "seen_roots") if body.get("seen_roots") is not None else None
         result = await self.edit(self.server.edit_merge, caller, supervoxels[0], supervoxels[1], seen_roots=seen_roots)
         self.send(edit_result_json(result))
@@ -204,7 +177,7 @@ class SplitHandler(ApiHandler):
         sinks = parse_id_list(body.get("sinks"), "sinks")
         preview = body.get("preview", False)
         if not isinstance(preview, bool):
-            raise ApiError(400, "preview must be true or false")
+            raise InputError("preview must be true or false")
         seen_roots = parse_id_list(body["seen_roots"], "seen_roots") if body.get("seen_roots") is not None else None
         result = await self.edit(self.server.edit_split, caller, sources, sinks, preview=preview, seen_roots=seen_roots)
         self.send(edit_result_json(result))
@@ -213,7 +186,7 @@ class SplitHandler(ApiHandler):
 class UndoRedoHandler(ApiHandler):
     required_role = "proofreader"
 
-    def initialize(self, server: "ProofreadingServer", operation: str):
+    def initialize(self, server: ServerServices, operation: str):
         super().initialize(server)
         self.operation = operation
 
@@ -231,16 +204,8 @@ class HistoryHandler(ApiHandler):
         user = self.get_query_argument("user", None) or None
         since_edit = parse_int(self.get_query_argument("since_edit", None), "since_edit", default=0, minimum=0)
         limit = parse_int(self.get_query_argument("limit", None), "limit", default=1000, minimum=1)
-        if user is not None:
-            await self.call(self._known_user, user)
         records = await self.call(store.history, self.server.store, user=user, since_edit=since_edit, limit=limit)
         self.send({"edits": [record.as_json() for record in records]})
-
-    def _known_user(self, name: str) -> None:
-        try:
-            store.get_user(self.server.store, name)
-        except InputError as exc:
-            raise NotFoundError(str(exc)) from None
 
 
 class NeuronSynapsesHandler(ApiHandler):
@@ -257,10 +222,7 @@ class NeuronSynapsesHandler(ApiHandler):
         self.send({"root": str(root_id), "synapses": rows})
 
     def _synapses(self, root: int, at):
-        try:
-            store.supervoxels_of(self.server.store, root)
-        except InputError as exc:
-            raise NotFoundError(str(exc)) from None
+        store.supervoxels_of(self.server.store, root)  # an unknown root is a 404, not an empty list
         return store.synapses_of_root(self.server.store, root, at=at)
 
 
@@ -268,10 +230,10 @@ class ExportHandler(ApiHandler):
     async def get(self, table_name: str) -> None:
         await self.caller()
         if table_name not in EXPORT_TABLES:
-            raise ApiError(404, f"no table {table_name!r}; tables: {', '.join(EXPORT_TABLES)}")
+            raise NotFoundError(f"no table {table_name!r}; tables: {', '.join(EXPORT_TABLES)}")
         file_format = self.get_query_argument("format", "csv")
         if file_format not in EXPORT_FORMATS:
-            raise ApiError(400, f"format must be {' or '.join(EXPORT_FORMATS)}")
+            raise InputError(f"format must be {' or '.join(EXPORT_FORMATS)}")
         at = parse_at(self.get_query_argument("at", None))
         table = await self.call(EXPORT_TABLES[table_name], self.server.store, at=at)
         buffer = io.BytesIO()
@@ -289,12 +251,11 @@ class UsersHandler(ApiHandler):
         body = self.json_body()
         name, role = body.get("name"), body.get("role")
         if not isinstance(name, str) or not name.strip() or len(name) > 128:
-            raise ApiError(400, "name must be a non-empty string of at most 128 characters")
-        if not isinstance(role, str) or role not in ROLE_RANK:
-            raise ApiError(400, f"role must be one of {', '.join(ROLE_RANK)}")
+            raise InputError("name must be a non-empty string of at most 128 characters")
+        role = store.Role.parse(role)
         token = await self.call(store.add_user, self.server.store, name.strip(), role)
         self.set_status(201)
-        self.send({"name": name.strip(), "role": role, "token": token, "login_path": f"/login?token={token}"})
+        self.send({"name": name.strip(), "role": role.value, "token": token, "login_path": f"/login?token={token}"})
 
 
 class LoginHandler(ApiHandler):
@@ -306,7 +267,7 @@ class LoginHandler(ApiHandler):
         token = self.get_query_argument("token", "")
         caller = await asyncio.get_running_loop().run_in_executor(self.server.executor, self.server.auth.caller_for_token, token) if token else None
         if caller is None:
-            raise ApiError(401, "unknown or missing token; ask an admin for your login link")
+            raise UnauthorizedError("unknown or missing token; ask an admin for your login link")
         user_viewer = self.server.viewer_for(caller)
         # Secure when the browser came over HTTPS (directly, or through a TLS proxy that says so).
         secure = self.request.protocol == "https" or self.request.headers.get("X-Forwarded-Proto", "").lower() == "https"
@@ -324,7 +285,7 @@ class IndexHandler(ApiHandler):
                     "the API is described at <a href='/api/openapi.json'>/api/openapi.json</a>.</p>")
 
 
-def api_routes(server: "ProofreadingServer") -> list[tuple]:
+def api_routes(server: ServerServices) -> list[tuple]:
     routes = [
         (r"/", IndexHandler, {}),
         (r"/login", LoginHandler, {}),
@@ -348,4 +309,4 @@ class NotFoundHandler(ApiHandler):
     required_role = None
 
     async def prepare(self) -> None:
-        raise ApiError(404, f"no API route {self.request.path}")
+        raise NotFoundError(f"no API route {self.request.path}")

@@ -24,11 +24,13 @@ import neuroglancer.server as ng_server
 import tornado.web
 
 from db import store
-from server.auth import ApiError, Authenticator, Caller, request_token
+from server.api import api_routes
+from server.auth import Authenticator, Caller, request_token
+from server.data_files import DATA_ROUTE, LayerFileHandler
 from server.edit_queue import EditQueue
 from server.guard import DEFAULT_MAX_BODY_BYTES, MIB, GuardedHandler
 from server.viewers import EDITS_STATUS_KEY, MAX_SYNAPSES_SHOWN, POST_SYNAPSE_LAYER, PRE_SYNAPSE_LAYER, SYNAPSE_RADIUS_NM, UserViewer
-from volumes.errors import InputError, RefusedError
+from volumes.errors import ForbiddenError, InputError, RefusedError, UnauthorizedError
 from volumes.workspace import Workspace
 
 POLL_INTERVAL_S = 0.1
@@ -37,14 +39,6 @@ POLL_INTERVAL_S = 0.1
 MIN_PUSH_INTERVAL_S = 0.25
 STORE_THREADS = 8
 UNDO_SEARCH_DEPTH = 1000
-
-
-class ForbiddenError(RefusedError):
-    """The caller's role does not allow this (HTTP 403)."""
-
-
-class NotFoundError(InputError):
-    """A well-formed id that names nothing (HTTP 404)."""
 
 
 def check_bind_address(host: str, port: int) -> None:
@@ -98,8 +92,6 @@ class ProofreadingServer:
 
     def __init__(self, workspace: Workspace, host: str = "127.0.0.1", port: int = 8080,
                  image_layer: str | None = None, segmentation_layer: str | None = None):
-        from server.api import api_routes  # api.py imports this module's error types
-        from server.data_files import DATA_ROUTE, LayerFileHandler
 
         self.workspace = workspace
         self.layers = choose_layers(workspace, image_layer, segmentation_layer)
@@ -262,21 +254,14 @@ class ProofreadingServer:
 
     # ------------------------------------------------------------------ edits (each returns a Future of its result)
 
-    def require_role(self, caller: Caller, role: str) -> None:
-        if not caller.may(role):
-            raise ForbiddenError(f"{caller.name} is a {caller.role}; this needs the {role} role")
-
     def known_roots(self, supervoxels: list[int], at=None) -> dict[int, int]:
-        """roots_of, with an unknown supervoxel reported as NotFoundError."""
-        try:
-            return store.roots_of(self.store, supervoxels, at=at)
-        except InputError as exc:
-            raise NotFoundError(str(exc)) from None
+        """Each supervoxel's root now or as of `at`; the store raises NotFoundError for an unknown one."""
+        return store.roots_of(self.store, supervoxels, at=at)
 
     def _edit(self, supervoxels: list[int], seen_edit_id: int | None, seen_roots: list[int] | None, apply) -> Future:
         """Queue apply(session, seen_roots); a viewer's edit is judged against the roots as of the edit it showed.
 
-        Bad input is re-checked for unknown supervoxels, reported as NotFoundError (HTTP 404).
+        The store checks the caller's role and raises each refusal with its own HTTP status.
         A split preview queues too: it then sees every edit before it, and a viewer's worker
         thread waiting for it never waits on another worker thread.
         """
@@ -284,25 +269,19 @@ class ProofreadingServer:
             seen = seen_roots
             if seen is None and seen_edit_id is not None:
                 seen = sorted(set(self.known_roots(supervoxels, at=seen_edit_id).values()))
-            try:
-                return apply(session, seen)
-            except InputError:
-                self.known_roots(supervoxels)
-                raise
+            return apply(session, seen)
 
         return self.edits.submit(edit)
 
     def edit_merge(self, caller: Caller, supervoxel_a: int, supervoxel_b: int, seen_roots: list[int] | None = None,
                    seen_edit_id: int | None = None) -> "Future[store.EditResult]":
         """Merge; conflicts are judged against `seen_roots`, or the roots as of the edit the viewer showed."""
-        self.require_role(caller, "proofreader")
         return self._edit([supervoxel_a, supervoxel_b], seen_edit_id, seen_roots,
                           lambda session, seen: store.merge(self.store, supervoxel_a, supervoxel_b, user=caller.name,
                                                             seen_roots=seen, session=session))
 
     def edit_split(self, caller: Caller, sources: list[int], sinks: list[int], preview: bool = False,
                    seen_roots: list[int] | None = None, seen_edit_id: int | None = None) -> "Future[store.EditResult]":
-        self.require_role(caller, "proofreader")
         return self._edit(sources + sinks, seen_edit_id, seen_roots,
                           lambda session, seen: store.split(self.store, sources=sources, sinks=sinks, user=caller.name,
                                                             preview=preview, seen_roots=seen, session=session))
@@ -311,26 +290,18 @@ class ProofreadingServer:
                           edit_id: int | None = None) -> "Future[tuple[int, store.EditResult]]":
         """Undo or redo `edit_id`, or the latest edit the caller may undo / redo; the Future gives (target edit, result).
 
-        The target is looked up inside the edit's transaction, so it sees the edits queued before it.
+        The target is looked up inside the edit's transaction, so it sees the edits queued before it;
+        the store refuses an edit that is not a merge or split, or another user's for a proofreader.
         """
-        self.require_role(caller, "proofreader")
 
         def edit(session):
-            if edit_id is None:
+            target_id = edit_id
+            if target_id is None:
                 latest = store.latest_edit_id(self.store, session=session)
-                target = _latest_target(store.history(self.store, since_edit=max(0, latest - UNDO_SEARCH_DEPTH),
-                                                      session=session), operation, caller)
-            else:
-                found = store.history(self.store, since_edit=edit_id - 1, limit=1, session=session)
-                if not found or found[0].id != edit_id:
-                    raise NotFoundError(f"there is no edit {edit_id}")
-                target = found[0]
-            if target.operation not in ("merge", "split"):
-                raise InputError(f"edit {target.id} is an {target.operation}; only merges and splits can be undone or redone")
-            if caller.role != "admin" and target.user != caller.name:
-                raise ForbiddenError(f"edit {target.id} is {target.user}'s; a {caller.role} may {operation} only their own edits")
+                target_id = _latest_target(store.history(self.store, since_edit=max(0, latest - UNDO_SEARCH_DEPTH),
+                                                         session=session), operation, caller).id
             apply = store.undo if operation == "undo" else store.redo
-            return target.id, apply(self.store, target.id, user=caller.name, session=session)
+            return target_id, apply(self.store, target_id, user=caller.name, session=session)
 
         return self.edits.submit(edit)
 
@@ -343,7 +314,7 @@ def _latest_target(records: list, operation: str, caller: Caller):
         original = record if record.operation in ("merge", "split") else by_id.get(record.parent_id)
         if original is None or original.undone != wanted_undone:
             continue
-        if caller.role == "admin" or original.user == caller.name:
+        if caller.may("admin") or original.user == caller.name:
             return original
     raise RefusedError(f"there is no edit for {caller.name} to {operation}")
 
@@ -397,10 +368,10 @@ def _owner_only(handler_class: type, server: ProofreadingServer) -> type:
             if owner is None:
                 raise tornado.web.HTTPError(404)
             if request_token(self) is None:
-                raise ApiError(401, "open your login link /login?token=... first")
+                raise UnauthorizedError("open your login link /login?token=... first")
             await super().prepare()  # size, token, origin: all before the body is read
             if self.caller_.name != owner:
-                raise ApiError(403, "this viewer belongs to another user")
+                raise ForbiddenError("this viewer belongs to another user")
 
         async def post(self, *args, **kwargs):
             # Neuroglancer's handlers read request.body, which a streamed request fills only here.
@@ -410,7 +381,7 @@ def _owner_only(handler_class: type, server: ProofreadingServer) -> type:
                 if inspect.isawaitable(result):
                     await result
             except (ValueError, RecursionError):  # json.loads of a malformed or too deeply nested body
-                raise ApiError(400, "the request body must be JSON of a Neuroglancer message") from None
+                raise InputError("the request body must be JSON of a Neuroglancer message") from None
 
     OwnerOnly.__name__ = f"OwnerOnly{handler_class.__name__}"
     return OwnerOnly

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import tornado.web
 
 from db import store
-from volumes.errors import ConnectomeError
+from volumes.errors import ConnectomeError, ForbiddenError, UnauthorizedError
 
 TOKEN_COOKIE = "connectome_token"
-ROLE_RANK = {"viewer": 0, "proofreader": 1, "admin": 2}
 TOKEN_CACHE_SECONDS = 5.0
 
 
@@ -31,23 +30,12 @@ class Caller:
     role: str
 
     def may(self, role: str) -> bool:
-        return ROLE_RANK.get(self.role, -1) >= ROLE_RANK[role]
+        return store.Role(self.role).allows(role)
 
-
-class ApiError(tornado.web.HTTPError):
-    """An HTTP error with a one-line message that the API sends as JSON."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(status, log_message=message.replace("%", "%%"))
-        self.message = message
-
-
-class QuietHttpErrors:
-    """Mixin for handlers: an HTTPError is an answer to the client, not a server problem worth a log line."""
-
-    def log_exception(self, typ, value, tb) -> None:
-        if not isinstance(value, tornado.web.HTTPError):
-            super().log_exception(typ, value, tb)
+    def require(self, role: str) -> None:
+        """ForbiddenError (HTTP 403) unless this caller's role allows `role`."""
+        if not self.may(role):
+            raise ForbiddenError(f"this needs the {role} role; {self.name} is a {self.role}")
 
 
 def request_token(handler: tornado.web.RequestHandler) -> str | None:
@@ -108,7 +96,6 @@ class Authenticator:
         """The caller, or HTTP 401 (no or unknown token) / 403 (role too low)."""
         caller = await self.authenticate(handler)
         if caller is None:
-            raise ApiError(401, "a valid user token is required (Authorization: Bearer <token>, or open your login link)")
-        if not caller.may(role):
-            raise ApiError(403, f"this needs the {role} role; {caller.name} is a {caller.role}")
+            raise UnauthorizedError("a valid user token is required (Authorization: Bearer <token>, or open your login link)")
+        caller.require(role)
         return caller

@@ -17,12 +17,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from db import store
+from volumes.errors import UnavailableError
 
 MAX_EDITS_PER_TRANSACTION = 32  # bounds how long the first edit of a group waits for the last
-
-
-class QueueClosedError(RuntimeError):
-    """An edit arrived while the server was shutting down (the API answers 503: try again later)."""
 
 
 class EditQueue:
@@ -40,7 +37,7 @@ class EditQueue:
     def submit(self, edit: Callable[[Session], Any]) -> Future:
         """Queue `edit(session)`; it runs after every edit submitted before it."""
         if self._closed:
-            raise QueueClosedError("the server is shutting down; the edit was not applied")
+            raise UnavailableError("the server is shutting down; the edit was not applied")
         future: Future = Future()
         self._queue.put((edit, future))
         return future

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 import tornado.httputil
 import tornado.web
 
-from server.auth import ApiError, Caller, QuietHttpErrors
+from server.auth import Caller
+from volumes.errors import ConnectomeError, ForbiddenError, InputError, TooLargeError, UnsupportedMediaTypeError
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -38,7 +39,7 @@ def declared_length(request: tornado.httputil.HTTPServerRequest) -> int | None:
         return None
     text = text.split(",")[0].strip()  # tornado itself refuses unequal duplicates
     if not (text.isascii() and text.isdigit()):
-        raise ApiError(400, "Content-Length must be a decimal number")
+        raise InputError("Content-Length must be a decimal number")
     return int(text)
 
 
@@ -64,12 +65,19 @@ def uses_cookie(request: tornado.httputil.HTTPServerRequest) -> bool:
     return not request.headers.get("Authorization", "").startswith("Bearer ")
 
 
+def error_status(exc: BaseException | None, default: int) -> int:
+    """The HTTP status of an exception a handler raised: a ConnectomeError carries its own."""
+    return exc.http_status if isinstance(exc, ConnectomeError) else default
+
+
 @tornado.web.stream_request_body
-class GuardedHandler(QuietHttpErrors, tornado.web.RequestHandler):
+class GuardedHandler(tornado.web.RequestHandler):
     """A handler whose checks run on the headers, before any of the body is read.
 
     Subclasses set `max_body_bytes`, `required_role` (None: no login needed) and `json_writes`
     (cookie writes must be `application/json`), and read the body with `body_bytes()`.
+    Handlers raise the `volumes.errors` class that says what went wrong; the answer's status is
+    that class's `http_status` (tornado would answer 500 for any exception not its own).
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -90,16 +98,32 @@ class GuardedHandler(QuietHttpErrors, tornado.web.RequestHandler):
             "Transfer-Encoding" in self.request.headers
         length = declared_length(self.request)
         if length is not None and length > self.max_body_bytes:
-            raise ApiError(413, f"the request body may be at most {self.max_body_bytes} bytes on this route, not {length}")
+            raise TooLargeError(f"the request body may be at most {self.max_body_bytes} bytes on this route, not {length}")
         if self.required_role is not None and self.request.method != "OPTIONS":  # a CORS preflight carries no credentials
             self.caller_ = await self.authenticator.require(self, self.required_role)
         if self.request.method not in SAFE_METHODS and uses_cookie(self.request):
             if not same_origin(self.request):
-                raise ApiError(403, "cross-origin write refused: send it from this server's own pages, "
-                                    "or authenticate with an Authorization: Bearer header")
+                raise ForbiddenError("cross-origin write refused: send it from this server's own pages, "
+                                     "or authenticate with an Authorization: Bearer header")
             if self.json_writes and not _is_json(self.request.headers.get("Content-Type", "")):
-                raise ApiError(415, "write requests with the login cookie must be sent as Content-Type: application/json")
+                raise UnsupportedMediaTypeError("write requests with the login cookie must be sent as Content-Type: application/json")
         self._refusing_unread_body = False
+
+    def log_exception(self, typ, value, tb) -> None:
+        """A refusal is an answer to the client, not a server problem worth a log line."""
+        if not isinstance(value, (ConnectomeError, tornado.web.HTTPError)):
+            super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        status_code = error_status(exc, status_code)
+        self.set_status(status_code)
+        self.write_error_body(status_code, str(exc) if isinstance(exc, ConnectomeError) else None)
+
+    def write_error_body(self, status_code: int, message: str | None) -> None:
+        """The body of an error answer; plain text here, JSON for the API."""
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(f"{status_code}: {message or self._reason}\n")
 
     def clear(self) -> None:
         super().clear()  # send_error starts the answer afresh; keep the close notice
@@ -109,7 +133,7 @@ class GuardedHandler(QuietHttpErrors, tornado.web.RequestHandler):
     def data_received(self, chunk: bytes) -> None:
         self._received += len(chunk)
         if self._received > self.max_body_bytes:  # tornado's own cap stops the read; this is belt and braces
-            raise ApiError(413, f"the request body may be at most {self.max_body_bytes} bytes on this route")
+            raise TooLargeError(f"the request body may be at most {self.max_body_bytes} bytes on this route")
         self._chunks.append(chunk)
 
     def body_bytes(self) -> bytes:

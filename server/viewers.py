@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import secrets
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import neuroglancer
 
 from server.auth import Caller
+from server.services import ServerServices
 from volumes.errors import ConnectomeError
 
-if TYPE_CHECKING:
-    from server.app import ProofreadingServer
 
 IMAGE_LAYER = "image"
 SEGMENTATION_LAYER = "segmentation"
@@ -63,7 +62,7 @@ def selected_supervoxel(action_state) -> int | None:
 class UserViewer:
     """A user's viewer; the viewer id in its URL is random and unrelated to the user's token."""
 
-    def __init__(self, server: "ProofreadingServer", caller: Caller):
+    def __init__(self, server: ServerServices, caller: Caller):
         self.server = server
         self.caller = caller
         self.viewer_id = secrets.token_hex(16)

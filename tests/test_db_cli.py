@@ -9,7 +9,7 @@ import pytest
 
 from cli.main import main
 from conftest import REPO_ROOT
-from db.testing import grid_labels
+from store_testing import grid_labels
 from volumes.precomputed import write_layer
 
 

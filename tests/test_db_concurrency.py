@@ -8,7 +8,7 @@ import pytest
 from conftest import require
 
 from db import store as S
-from db.testing import BACKENDS, check_partition, fresh_database_url, grid_labels, postgres_url, random_edit_worker
+from store_testing import BACKENDS, check_partition, fresh_database_url, grid_labels, postgres_url, random_edit_worker
 
 WRITERS = 8
 EDITS_PER_WRITER = 250

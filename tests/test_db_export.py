@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import require
 
-from db import store as S
+from db import store as S, synapse_store
 from db.export import export_connectivity, positions_zyx
-from db.testing import BACKENDS, fresh_database_url, grid_labels, postgres_url
+from store_testing import BACKENDS, fresh_database_url, grid_labels, postgres_url
 from volumes.errors import InputError
 
 BIG_SUPERVOXEL = 2**40 + 7  # ids beyond 2^32 (and beyond float32) must survive exactly
@@ -147,8 +147,8 @@ def test_bulk_synapses_round_trip_exactly(backend, tmp_path, monkeypatch):
         require(postgres_url() is not None, "CONNECTOME_TEST_POSTGRES_URL is not set")
     labels = grid_labels((2, 2, 3)).astype(np.uint64)
     labels[labels == 12] = BIG_SUPERVOXEL
-    monkeypatch.setattr(S, "SYNAPSE_BLOCK_ROWS", 50_000)  # several blocks, at a test's size
-    count = S.SYNAPSE_BLOCK_ROWS + 17
+    monkeypatch.setattr(synapse_store, "SYNAPSE_BLOCK_ROWS", 50_000)  # several blocks, at a test's size
+    count = synapse_store.SYNAPSE_BLOCK_ROWS + 17
     rng = np.random.default_rng(3)
     ids = np.array(list(range(1, 12)) + [BIG_SUPERVOXEL])
     rows = pd.DataFrame({"position_z_nm": rng.uniform(0, 1e5, count) / 3, "position_y_nm": rng.normal(0, 1e-300, count),

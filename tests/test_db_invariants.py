@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from db import store as S
-from db.testing import BACKENDS, check_partition, fresh_database_url, grid_labels, postgres_url
+from store_testing import BACKENDS, check_partition, fresh_database_url, grid_labels, postgres_url
 from volumes.errors import InputError, RefusedError
 
 GRID = (2, 3, 3)  # 18 supervoxels

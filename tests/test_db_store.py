@@ -11,11 +11,11 @@ from alembic.runtime.migration import MigrationContext
 from conftest import require
 from sqlalchemy import select, text
 
-from db import store as S
+from db import mincut, store as S
 from db.connection import read_session
 from db.graph import region_graph
 from db.models import Base, User
-from db.testing import BACKENDS, fresh_database_url, postgres_url
+from store_testing import BACKENDS, fresh_database_url, postgres_url
 from volumes.errors import InputError, RefusedError
 
 
@@ -389,7 +389,7 @@ def test_minimum_cut_costs_what_networkx_finds():
         component = max(nx.connected_components(graph), key=len)
         source, sink = sorted(component)[0], sorted(component)[-1]
         reference, _ = nx.minimum_cut(graph, source, sink)
-        cut = S._minimum_cut([r for r in rows if r[1] in component], [source], [sink])
+        cut = mincut.minimum_cut([r for r in rows if r[1] in component], [source], [sink])
         capacity = {(a, b): area * (1 - score) for _, a, b, area, score in rows}
         assert sum(capacity[(a, b)] for _, a, b in cut) == pytest.approx(reference, rel=1e-4)
         remaining = nx.Graph([(a, b) for _, a, b, _, _ in rows if (a, b) not in {(x, y) for _, x, y in cut}])
@@ -434,8 +434,8 @@ def test_small_graph_components_agree_with_scipy(monkeypatch):
     for size in (1, 2, 7, 40, 200):
         nodes = [int(v) for v in rng.choice(10**9, size=size, replace=False)]
         pairs = [(nodes[i], nodes[j]) for i, j in rng.integers(0, size, size=(int(size * 0.7), 2))]
-        fast = S._components(nodes, pairs)
-        monkeypatch.setattr(S, "SMALL_GRAPH_EDGES", 0)
-        assert fast == S._components(nodes, pairs), size
-        monkeypatch.setattr(S, "SMALL_GRAPH_EDGES", 256)
+        fast = mincut.components(nodes, pairs)
+        monkeypatch.setattr(mincut, "SMALL_GRAPH_EDGES", 0)
+        assert fast == mincut.components(nodes, pairs), size
+        monkeypatch.setattr(mincut, "SMALL_GRAPH_EDGES", 256)
         assert sorted(v for group in fast for v in group) == sorted(nodes)

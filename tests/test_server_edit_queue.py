@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from db import store as S
-from server.edit_queue import EditQueue, QueueClosedError
+from server.edit_queue import EditQueue
+from volumes.errors import UnavailableError
 from volumes.errors import RefusedError
 
 
@@ -82,6 +83,6 @@ def test_an_edit_after_close_is_refused_and_the_queued_ones_are_applied(line_sto
     queued = queue.submit(lambda session: S.merge(line_store, 1, 2, user="ana", session=session))
     queue.close()
     assert queued.result(timeout=10).operation == "merge"
-    with pytest.raises(QueueClosedError, match="shutting down"):
+    with pytest.raises(UnavailableError, match="shutting down"):
         queue.submit(lambda session: S.merge(line_store, 3, 4, user="ana", session=session))
     assert [(r.operation, r.user) for r in S.history(line_store)] == [("merge", "ana")]

@@ -1,0 +1,356 @@
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import insert, or_, select
+from sqlalchemy.orm import Session
+
+from db.connection import now, placeholders, read_session, run_sql, take_ids, write_session
+from db.edit_log import EditRecord, latest_children
+from db.graph_store import supervoxel_at
+from db.handle import Store, reading, writing
+from db.mincut import components, minimum_cut
+from db.models import Adjacency, AgglomerationEdge, Edit, Root, RootMember, Supervoxel, User
+from db.sql import id_chunks, insert_tuples
+from db.time_travel import checked_supervoxel_id, current_roots
+from db.users import Role, add_user, editor_of, user_row
+from volumes.errors import ConflictError, ForbiddenError, InputError, NotFoundError, RefusedError
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """What a committed edit (or a split preview, where `edit_id` is None) did."""
+
+    edit_id: int | None
+    operation: str
+    affected_roots: list[int]
+    resulting_roots: list[int]
+    added_edges: list[tuple[int, int]] = field(default_factory=list)
+    removed_edges: list[tuple[int, int]] = field(default_factory=list)
+    # The supervoxel sets of the resulting neurons, in resulting_roots order
+    # (for a split preview, in the order they would get new ids).
+    groups: list[list[int]] = field(default_factory=list)
+
+
+def _check_seen(roots_by_supervoxel: Mapping[int, int], seen_roots: Iterable[int] | None) -> None:
+    """Refuse an edit built on a stale view: each supervoxel's current root must be one the caller saw."""
+    if seen_roots is None:
+        return
+    seen = {int(r) for r in seen_roots}
+    for sv, root in sorted(roots_by_supervoxel.items()):
+        if root not in seen:
+            raise ConflictError(f"conflict: supervoxel {sv} now belongs to neuron {root}, not to the neuron(s) you saw "
+                                f"({', '.join(map(str, sorted(seen)))}); another edit changed it, reload and retry")
+
+
+def _new_edit(session: Session, store: Store, editor: Any, operation: str, arguments: dict[str, Any],
+              parent_id: int | None = None) -> dict[str, Any]:
+    """The values of an edit-log row with a fresh id; inserted when the edit is complete."""
+    return {"id": take_ids(session, "edit_id", 1)[0], "dataset_id": store.dataset_id, "user_id": editor.id,
+            "created_at": now(), "operation": operation, "arguments": arguments, "parent_id": parent_id}
+
+
+def _active_edges_of_roots(session: Session, store: Store, roots: Sequence[int],
+                           members: Sequence[int] | None = None) -> list[tuple[int, int, int]]:
+    """(edge row id, sv_a, sv_b) of the active agglomeration edges inside the given (current) neurons.
+
+    Two indexed queries, members by root then edges by sv_a, so the cost follows the neurons'
+    size, not the dataset's (a join lets the planner scan every edge of the dataset).
+    """
+    connection = session.connection()
+    if members is None:
+        roots = list(roots)
+        members = [sv for (sv,) in run_sql(connection, f"SELECT id FROM supervoxels WHERE dataset_id = ? AND root_id IN "
+                                                       f"({placeholders(len(roots))})", (store.dataset_id, *roots))]
+    rows: list[tuple[int, int, int]] = []
+    for part in id_chunks(members):
+        rows.extend(run_sql(
+            connection, f"SELECT id, sv_a, sv_b FROM agglomeration_edges WHERE dataset_id = ? AND sv_a IN ({placeholders(len(part))}) "
+                        "AND removed_edit IS NULL", (store.dataset_id, *part)))
+    return rows
+
+
+def _apply_edge_changes(session: Session, store: Store, edit: dict[str, Any], affected_roots: Sequence[int],
+                        add_pairs: Sequence[tuple[int, int]], remove_edge_ids: Sequence[int]) -> EditResult:
+    """Change the agglomeration edges, then give every neuron the edit touched a new root id.
+
+    Runs on the Core connection: this is the hot path of every edit, and the ORM's unit of work
+    would cost more than the SQL itself.
+    """
+    connection = session.connection()
+    dataset_id, edit_id = store.dataset_id, edit["id"]
+    affected = sorted(set(affected_roots))
+    if add_pairs:
+        insert_tuples(connection, AgglomerationEdge.__tablename__, ("dataset_id", "sv_a", "sv_b", "added_edit"),
+                       ((dataset_id, a, b, edit_id) for a, b in add_pairs))
+    removed: list[tuple[int, int]] = []
+    if remove_edge_ids:
+        ids = list(remove_edge_ids)
+        removed = sorted(run_sql(
+            connection, f"SELECT sv_a, sv_b FROM agglomeration_edges WHERE id IN ({placeholders(len(ids))})", tuple(ids)))
+        run_sql(connection, f"UPDATE agglomeration_edges SET removed_edit = ? WHERE id IN ({placeholders(len(ids))})", (edit_id, *ids))
+    roots = run_sql(connection, f"SELECT id, root_id FROM supervoxels WHERE dataset_id = ? AND root_id IN ({placeholders(len(affected))})",
+                 (dataset_id, *affected))
+    if remove_edge_ids:
+        members = [sv for sv, _ in roots]
+        pairs = [(a, b) for _, a, b in _active_edges_of_roots(session, store, affected, members)]
+        groups = components(members, pairs)
+    else:
+        # Only additions: neurons join whole, so the components follow from the roots alone.
+        root_of_sv = dict(roots)
+        joined = components(affected, [(root_of_sv[a], root_of_sv[b]) for a, b in add_pairs])
+        by_root: dict[int, list[int]] = defaultdict(list)
+        for sv, root in roots:
+            by_root[root].append(sv)
+        groups = sorted((sorted(sv for r in group for sv in by_root[r]) for group in joined), key=lambda g: g[0])
+    new_roots = take_ids(session, "root_id", len(groups))
+    run_sql(connection, f"UPDATE roots SET retired_edit = ? WHERE id IN ({placeholders(len(affected))})", (edit_id, *affected))
+    insert_tuples(connection, Root.__tablename__, ("id", "dataset_id", "created_edit"),
+                   ((r, dataset_id, edit_id) for r in new_roots))
+    # membership rows are the bulk of an edit: plain driver executemany, not per-row Core parameters
+    insert_tuples(connection, RootMember.__tablename__, ("root_id", "sv_id", "dataset_id"),
+                   ((r, sv, dataset_id) for r, group in zip(new_roots, groups) for sv in group))
+    if len(groups) == 1:
+        run_sql(connection, f"UPDATE supervoxels SET root_id = ? WHERE dataset_id = ? AND root_id IN ({placeholders(len(affected))})",
+             (new_roots[0], dataset_id, *affected))
+    else:
+        run_sql(connection, "UPDATE supervoxels SET root_id = ? WHERE dataset_id = ? AND id = ?",
+             [(r, dataset_id, sv) for r, group in zip(new_roots, groups) for sv in group])
+    connection.execute(insert(Edit), [{**edit, "affected_roots": affected, "resulting_roots": new_roots}])
+    return EditResult(edit_id=edit_id, operation=edit["operation"], affected_roots=affected, resulting_roots=new_roots,
+                      added_edges=list(add_pairs), removed_edges=removed, groups=groups)
+
+
+T = TypeVar("T")
+
+
+def apply_edits(store: Store, edits: Sequence[Callable[[Session], T]]) -> list["T | Exception"]:
+    """Run several edits in one write transaction, each in a savepoint of its own: group commit.
+
+    A server with edits queued behind one another pays one transaction (writer lock, BEGIN,
+    COMMIT) for the lot instead of one each. Each edit is a callable given the session (e.g.
+    `lambda s: merge(store, a, b, user, session=s)`); it sees the edits before it. An edit that
+    raises is rolled back alone and its exception takes its place in the returned list; if the
+    commit itself fails, that error is raised and none of them happened.
+    """
+    outcomes: list[T | Exception] = []
+    with write_session(store.engine, store.dataset_id) as session:
+        for edit in edits:
+            try:
+                with session.begin_nested():
+                    outcomes.append(edit(session))
+            except Exception as exc:  # noqa: BLE001 (the edit's own failure, handed back to its caller)
+                outcomes.append(exc)
+    return outcomes
+
+
+def merge(store: Store, supervoxel_a: int, supervoxel_b: int, user: "str | User",
+          seen_roots: Iterable[int] | None = None, session: Session | None = None) -> EditResult:
+    """Join the neurons of two supervoxels by an agglomeration edge between them.
+
+    `seen_roots`: the root ids the caller saw for these neurons; when given, the edit is refused
+    with ConflictError unless both supervoxels still belong to roots in that list.
+    `session`: an open write session to run in (see `apply_edits`); by default the edit is a
+    transaction of its own.
+    """
+    a, b = sorted((checked_supervoxel_id(supervoxel_a), checked_supervoxel_id(supervoxel_b)))
+    with writing(store, session) as session:
+        editor = editor_of(session, user)
+        roots = current_roots(session, store, [a, b])
+        _check_seen(roots, seen_roots)
+        if roots[a] == roots[b]:
+            raise RefusedError(f"supervoxels {a} and {b} are already in one neuron ({roots[a]}); nothing to merge")
+        edit = _new_edit(session, store, editor, "merge", {"supervoxels": [a, b]})
+        return _apply_edge_changes(session, store, edit, [roots[a], roots[b]], [(a, b)], [])
+
+
+def merge_points(store: Store, point_a_nm: Sequence[float], point_b_nm: Sequence[float], user: "str | User",
+                 seen_roots: Iterable[int] | None = None, layer: str | None = None) -> EditResult:
+    """`merge` of the supervoxels under two points (z, y, x in nm) of the segmentation layer."""
+    return merge(store, supervoxel_at(store, point_a_nm, layer), supervoxel_at(store, point_b_nm, layer), user,
+                 seen_roots)
+
+
+def _split_plan(session: Session, store: Store, sources: list[int], sinks: list[int],
+                seen_roots: Iterable[int] | None) -> tuple[int, list[int], list[list[int]]]:
+    """(root, ids of the edge rows to remove, resulting supervoxel groups) of a minimum-cut split."""
+    if not sources or not sinks:
+        raise InputError("a split needs at least one source and one sink supervoxel")
+    both = sorted(set(sources) & set(sinks))
+    if both:
+        raise InputError(f"supervoxel{'s' if len(both) > 1 else ''} {', '.join(map(str, both))} "
+                         "cannot be both a source and a sink")
+    roots = current_roots(session, store, sources + sinks)
+    _check_seen(roots, seen_roots)
+    distinct = sorted(set(roots.values()))
+    if len(distinct) > 1:
+        listed = "; ".join(f"{sv} -> {roots[sv]}" for sv in sorted(roots))
+        raise RefusedError(f"sources and sinks must be in one neuron, but they are in {len(distinct)} ({listed})")
+    root = distinct[0]
+    members = session.connection().execute(select(Supervoxel.id).where(
+        Supervoxel.dataset_id == store.dataset_id, Supervoxel.root_id == root)).scalars().all()
+    edges = _active_edges_of_roots(session, store, [root], members)
+    contacts = _contact(session, store, edges)
+    rows = [(row_id, a, b, *contacts.get((a, b), (None, None))) for row_id, a, b in edges]
+    cut_rows = minimum_cut(rows, sources, sinks)
+    cut_ids = {row_id for row_id, _, _ in cut_rows}
+    groups = components(members, [(a, b) for row_id, a, b, _, _ in rows if row_id not in cut_ids])
+    for group in groups:
+        members_of_group = set(group)
+        if members_of_group & set(sources) and members_of_group & set(sinks):
+            raise RefusedError("no cut separates these sources from these sinks")
+    return root, sorted(cut_ids), groups
+
+
+def _contact(session: Session, store: Store, edges: Sequence[tuple[int, int, int]]) -> dict[tuple[int, int], tuple]:
+    """(contact area, boundary score) of each edge's supervoxel pair that touches."""
+    found: dict[tuple[int, int], tuple] = {}
+    firsts = sorted({a for _, a, _ in edges})
+    wanted = {(a, b) for _, a, b in edges}
+    for part in id_chunks(firsts):
+        for a, b, area, score in session.connection().execute(
+                select(Adjacency.sv_a, Adjacency.sv_b, Adjacency.contact_area_nm2, Adjacency.boundary_score).where(
+                    Adjacency.dataset_id == store.dataset_id, Adjacency.sv_a.in_(part))):
+            if (a, b) in wanted:
+                found[(a, b)] = (area, score)
+    return found
+
+
+def split(store: Store, sources: Iterable[int], sinks: Iterable[int], user: "str | User",
+          preview: bool = False, seen_roots: Iterable[int] | None = None, session: Session | None = None) -> EditResult:
+    """Separate sources from sinks (all in one neuron) by a minimum cut of its agglomeration edges.
+
+    Capacities come from the adjacency graph: contact area times (1 - boundary score), so the
+    cut prefers small contacts across strong membranes. With `preview` nothing is written and
+    the result lists the edges that would be removed and the resulting supervoxel groups.
+    `session`: as for `merge`.
+    """
+    sources = sorted({checked_supervoxel_id(sv) for sv in sources})
+    sinks = sorted({checked_supervoxel_id(sv) for sv in sinks})
+    if preview:
+        with reading(store, session) as session:
+            user_row(session, user)
+            root, cut_ids, groups = _split_plan(session, store, sources, sinks, seen_roots)
+            removed = session.execute(select(AgglomerationEdge.sv_a, AgglomerationEdge.sv_b).where(
+                AgglomerationEdge.id.in_(cut_ids))).all()
+        return EditResult(edit_id=None, operation="split", affected_roots=[root], resulting_roots=[],
+                          removed_edges=sorted(removed), groups=groups)
+    with writing(store, session) as session:
+        editor = editor_of(session, user)
+        root, cut_ids, _ = _split_plan(session, store, sources, sinks, seen_roots)
+        edit = _new_edit(session, store, editor, "split", {"sources": sources, "sinks": sinks})
+        return _apply_edge_changes(session, store, edit, [root], [], cut_ids)
+
+
+def undo(store: Store, edit_id: int, user: "str | User", seen_roots: Iterable[int] | None = None,
+         session: Session | None = None) -> EditResult:
+    """Reverse an edit's edge changes as a new edit; ConflictError if a later edit changed those edges.
+
+    Only merges and splits are undone or redone; a proofreader may undo only their own edits.
+    `session`: as for `merge`.
+    """
+    return _undo_or_redo(store, edit_id, user, seen_roots, "undo", session)
+
+
+def redo(store: Store, edit_id: int, user: "str | User", seen_roots: Iterable[int] | None = None,
+         session: Session | None = None) -> EditResult:
+    """Re-apply an undone edit's edge changes as a new edit; ConflictError if those edges changed since."""
+    return _undo_or_redo(store, edit_id, user, seen_roots, "redo", session)
+
+
+def _undo_or_redo(store: Store, edit_id: int, user: "str | User", seen_roots: Iterable[int] | None,
+                  operation: str, session: Session | None) -> EditResult:
+    edit_id = _edit_id(edit_id)
+    with writing(store, session) as session:
+        editor = editor_of(session, user)
+        target = session.get(Edit, edit_id)
+        if target is None or target.dataset_id != store.dataset_id:
+            raise NotFoundError(f"no edit {edit_id} in dataset {store.dataset!r}")
+        if target.operation not in ("merge", "split"):
+            instead = "redo" if target.operation == "undo" else "undo"
+            raise InputError(f"edit {edit_id} is itself an {target.operation} of edit {target.parent_id}; "
+                             f"{instead} edit {target.parent_id} instead")
+        if not Role(editor.role).allows(Role.ADMIN) and target.user_id != editor.id:
+            author = session.get(User, target.user_id)
+            raise ForbiddenError(f"edit {edit_id} is {author.name}'s; a {editor.role} may {operation} only their own edits")
+        last = latest_children(session, [edit_id]).get(edit_id)
+        undone = last is not None and last[1] == "undo"
+        if operation == "undo" and undone:
+            raise RefusedError(f"edit {edit_id} is already undone (by edit {last[0]}); redo it instead")
+        if operation == "redo" and not undone:
+            raise RefusedError(f"edit {edit_id} is not undone, so there is nothing to redo")
+        added, removed, active, later = _edge_history(session, store, edit_id)
+        to_add, to_remove = (removed, added) if operation == "undo" else (added, removed)
+        clashes = sorted([pair for pair in to_remove if pair not in active] + [pair for pair in to_add if pair in active])
+        if clashes:
+            editors = sorted({e for pair in clashes for e in later.get(pair, ())})
+            raise ConflictError(f"conflict: cannot {operation} edit {edit_id}: later edit(s) "
+                                f"{', '.join(map(str, editors))} changed the link(s) "
+                                f"{', '.join(f'{a}-{b}' for a, b in clashes[:5])} it depends on")
+        roots = current_roots(session, store, [sv for pair in to_add + to_remove for sv in pair])
+        _check_seen(roots, seen_roots)
+        edit = _new_edit(session, store, editor, operation, {"edit": edit_id}, parent_id=edit_id)
+        return _apply_edge_changes(session, store, edit, list(roots.values()), to_add,
+                                   [active[pair] for pair in to_remove])
+
+
+def _edit_id(value: Any) -> int:
+    try:
+        edit_id = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"invalid edit id {value!r}: expected a positive integer") from None
+    if edit_id <= 0 or isinstance(value, bool):
+        raise InputError(f"invalid edit id {value!r}: expected a positive integer")
+    return edit_id
+
+
+def _edge_history(session: Session, store: Store, edit_id: int):
+    """Pairs the edit added and removed, the active edge row of each such pair, and later edits touching each."""
+    edge = AgglomerationEdge
+    own = session.execute(select(edge.sv_a, edge.sv_b, edge.added_edit, edge.removed_edit).where(
+        edge.dataset_id == store.dataset_id, or_(edge.added_edit == edit_id, edge.removed_edit == edit_id))).all()
+    added = sorted({(a, b) for a, b, added_by, _ in own if added_by == edit_id})
+    removed = sorted({(a, b) for a, b, _, removed_by in own if removed_by == edit_id})
+    pairs = set(added) | set(removed)
+    rows = session.execute(select(edge.id, edge.sv_a, edge.sv_b, edge.added_edit, edge.removed_edit).where(
+        edge.dataset_id == store.dataset_id, edge.sv_a.in_(sorted({a for a, _ in pairs})))).all()
+    active: dict[tuple[int, int], int] = {}
+    later: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for row_id, a, b, added_by, removed_by in rows:
+        if (a, b) not in pairs:
+            continue
+        if removed_by is None:
+            active[(a, b)] = row_id
+        later[(a, b)].update(e for e in (added_by, removed_by) if e is not None and e > edit_id)
+    return added, removed, active, later
+
+
+def replay(store: Store, records: Iterable[EditRecord]) -> list[EditResult]:
+    """Re-run logged edits in order (e.g. on a freshly built store); users missing there are created as admins.
+
+    Undo/redo arguments are translated to the ids the replayed edits get.
+    """
+    new_ids: dict[int, int] = {}
+    results = []
+    with read_session(store.engine) as session:
+        known = set(session.execute(select(User.name)).scalars())
+    for record in records:
+        if record.user not in known:
+            add_user(store, record.user, "admin")
+            known.add(record.user)
+        arguments = record.arguments
+        if record.operation == "merge":
+            result = merge(store, *arguments["supervoxels"], user=record.user)
+        elif record.operation == "split":
+            result = split(store, arguments["sources"], arguments["sinks"], user=record.user)
+        elif record.operation in ("undo", "redo"):
+            target = new_ids.get(arguments["edit"], arguments["edit"])
+            result = (undo if record.operation == "undo" else redo)(store, target, user=record.user)
+        else:
+            raise InputError(f"edit {record.id}: unknown operation {record.operation!r}")
+        new_ids[record.id] = result.edit_id
+        results.append(result)
+    return results

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sqlalchemy import select
+
+from db.connection import read_session, take_ids, write_session
+from db.graph import region_graph
+from db.handle import Store
+from db.models import Layer, Supervoxel
+from db.sql import insert_tuples
+from volumes.errors import InputError, RefusedError
+
+
+def build_graph(store: Store, labels_zyx: np.ndarray, resolution_nm: Sequence[float], image: np.ndarray | None = None,
+                offset_nm: Sequence[float] = (0.0, 0.0, 0.0)) -> dict[str, int]:
+    """Load supervoxels (size, bbox, centroid) and their adjacency graph from a label volume.
+
+    `image`, when given, is a boundary map of the same shape (higher = more boundary-like,
+    e.g. 1 - FFN probability, any numeric range; it is rescaled to [0, 1]). Refuses a dataset
+    that already has supervoxels. Each supervoxel starts as its own neuron (as of edit 0).
+    Returns counts: {"supervoxels": n, "adjacencies": m}.
+    """
+    graph = region_graph(labels_zyx, resolution_nm, image, offset_nm)
+    dataset_id = store.dataset_id
+    with write_session(store.engine, dataset_id) as session:
+        if session.scalar(select(Supervoxel.id).where(Supervoxel.dataset_id == dataset_id).limit(1)) is not None:
+            raise RefusedError(f"dataset {store.dataset!r} already has a supervoxel graph")
+        ids = graph.ids.tolist()
+        roots = take_ids(session, "root_id", len(ids))
+        connection = session.connection()
+        constant = [dataset_id] * len(ids)
+        insert_tuples(connection, "roots", ["id", "dataset_id", "created_edit"], zip(roots, constant, [0] * len(ids)))
+        insert_tuples(connection, "root_members", ["root_id", "sv_id", "dataset_id"], zip(roots, ids, constant))
+        box = np.hstack([graph.bbox_start, graph.bbox_stop]).T.tolist()
+        centroid = graph.centroid_nm.T.tolist()
+        insert_tuples(connection, "supervoxels",
+                       ["dataset_id", "id", "size_voxels", "root_id", "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1",
+                        "bbox_y1", "bbox_x1", "centroid_z_nm", "centroid_y_nm", "centroid_x_nm"],
+                       zip(constant, ids, graph.size_voxels.tolist(), roots, *box, *centroid))
+        count = len(graph.sv_a)
+        scores = graph.boundary_score.tolist() if graph.boundary_score is not None else [None] * count
+        insert_tuples(connection, "adjacencies", ["dataset_id", "sv_a", "sv_b", "contact_area_nm2", "boundary_score"],
+                       zip([dataset_id] * count, graph.sv_a.tolist(), graph.sv_b.tolist(),
+                           graph.contact_area_nm2.tolist(), scores))
+    return {"supervoxels": len(ids), "adjacencies": len(graph.sv_a)}
+
+
+def add_layer(store: Store, name: str, url: str, layer_type: str, resolution_nm: Sequence[float]) -> None:
+    """Record (or update) a layer of the dataset, e.g. the segmentation whose labels are the supervoxels."""
+    if layer_type not in ("image", "segmentation"):
+        raise InputError(f"layer type must be 'image' or 'segmentation', not {layer_type!r}")
+    z, y, x = (float(v) for v in resolution_nm)
+    with write_session(store.engine, store.dataset_id) as session:
+        layer = session.scalar(select(Layer).where(Layer.dataset_id == store.dataset_id, Layer.name == name))
+        if layer is None:
+            layer = Layer(dataset_id=store.dataset_id, name=name)
+            session.add(layer)
+        layer.layer_type, layer.url = layer_type, url
+        layer.resolution_z_nm, layer.resolution_y_nm, layer.resolution_x_nm = z, y, x
+
+
+def supervoxel_at(store: Store, point_nm: Sequence[float], layer: str | None = None) -> int:
+    """The supervoxel under a point (z, y, x in nm) of the dataset's segmentation layer."""
+    from volumes.geometry import Box
+    from volumes.io import open_volume
+
+    with read_session(store.engine) as session:
+        query = select(Layer).where(Layer.dataset_id == store.dataset_id, Layer.layer_type == "segmentation")
+        if layer is not None:
+            query = query.where(Layer.name == layer)
+        row = session.scalars(query.order_by(Layer.id)).first()
+    if row is None:
+        raise InputError(f"dataset {store.dataset!r} has no segmentation layer{' ' + repr(layer) if layer else ''}")
+    point = np.asarray(point_nm, dtype=np.float64)
+    if point.shape != (3,) or not np.isfinite(point).all():
+        raise InputError(f"a point is three numbers z, y, x in nm, not {point_nm!r}")
+    volume = open_volume(row.url, resolution_nm=(row.resolution_z_nm, row.resolution_y_nm, row.resolution_x_nm))
+    voxel = np.floor((point - np.asarray(volume.offset_nm)) / np.asarray(volume.resolution_nm)).astype(int)
+    if np.any(voxel < 0) or np.any(voxel >= np.asarray(volume.shape[:3])):
+        raise InputError(f"point {point.tolist()} nm lies outside the segmentation {row.name!r}")
+    value = int(np.asarray(volume.read(Box(tuple(voxel), tuple(voxel + 1)))).ravel()[0])
+    if value == 0:
+        raise InputError(f"point {point.tolist()} nm lies on background (label 0), not on a supervoxel")
+    return value
