@@ -1,26 +1,31 @@
-"""`connectome`: the command-line entry point.
+"""`connectome`: the command-line entry point, the top floor: it imports every package's commands, none imports it.
 
-Each package contributes its commands through a `commands.py` module with a
-`register(subparsers)` function; this module only wires them together and turns
-ConnectomeError into a one-line message and an exit status.
+Each command lives in the package that implements it, in a `commands.py` (or `*_commands.py`)
+module with a `register(subparsers[, workspace])` function; `workspace` is the parent parser that
+gives a command `--workspace/-w`. This module wires them together, in the order `--help` lists
+them, and turns a ConnectomeError into a one-line message and its exit status. Command modules
+import their heavy dependencies inside the handlers, so `connectome --help` stays quick.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
+from db import commands as store_commands
+from demo import commands as demo_commands
+from ffn import commands as ffn_commands, evaluate_commands
+from server import commands as server_commands
+from synapses import commands as synapse_commands
+from volumes import commands as volume_commands, synth_commands
 from volumes.errors import ConnectomeError, reason
 
-# Packages whose commands.py adds subcommands, in the order --help lists them.
-COMMAND_MODULES = [
-    "volumes.commands",
-    "ffn.commands",
-    "synapses.commands",
-    "db.commands",
-    "server.commands",
-]
+
+def workspace_parent() -> argparse.ArgumentParser:
+    """The --workspace option every project command takes, as an argparse parent parser."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--workspace", "-w", default=".", help="workspace directory (default: the current directory)")
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,14 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"connectome {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # that package has no commands yet
-            raise
-        module.register(subparsers)
+    workspace = workspace_parent()
+    store_commands.register_init(subparsers)
+    volume_commands.register(subparsers, workspace)  # import, layers, mesh
+    synth_commands.register(subparsers)
+    ffn_commands.register(subparsers, workspace)  # ffn import-tf | segment | train
+    evaluate_commands.register(subparsers)
+    synapse_commands.register(subparsers, workspace)
+    store_commands.register(subparsers, workspace)  # graph, edit, user, export
+    server_commands.register(subparsers, workspace)  # serve
+    demo_commands.register(subparsers)
     return parser
 
 
@@ -47,11 +54,6 @@ def installed_version() -> str:
         return version("connectome")
     except PackageNotFoundError:
         return "unknown"
-
-
-def add_workspace_argument(parser: argparse.ArgumentParser) -> None:
-    """The --workspace option every project command takes."""
-    parser.add_argument("--workspace", "-w", default=".", help="workspace directory (default: the current directory)")
 
 
 def main(argv: list[str] | None = None) -> int:

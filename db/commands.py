@@ -8,7 +8,6 @@ import argparse
 import json
 import sys
 
-from cli.main import add_workspace_argument
 from volumes.errors import InputError
 from volumes.ids import parse_id, parse_id_list
 
@@ -16,11 +15,31 @@ from volumes.ids import parse_id, parse_id_list
 # `connectome` command starts without paying for it.
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    _register_graph(subparsers)
-    _register_edit(subparsers)
-    _register_user(subparsers)
-    _register_export(subparsers)
+def register_init(subparsers: argparse._SubParsersAction) -> None:
+    """`connectome init`: a workspace directory and its store (the one command, beside the builders, that makes a store)."""
+    init = subparsers.add_parser("init", help="create a workspace directory")
+    init.add_argument("directory", help="workspace directory to create (an existing one is kept as it is)")
+    init.set_defaults(func=run_init)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from db import store
+    from volumes.workspace import Workspace
+
+    workspace = Workspace.init(args.directory)
+    store.open_store(workspace, create=True).close()  # the one command (beside the builders) that makes a store
+    print(f"workspace {workspace.root}")
+    print(f"  config   {workspace.root / 'connectome.toml'}")
+    print(f"  layers   {workspace.layers_dir}")
+    print(f"  database {workspace.database_url}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction, workspace: argparse.ArgumentParser) -> None:
+    _register_graph(subparsers, workspace)
+    _register_edit(subparsers, workspace)
+    _register_user(subparsers, workspace)
+    _register_export(subparsers, workspace)
 
 
 def _open(args: argparse.Namespace):
@@ -48,77 +67,59 @@ def _id_list(text: str) -> list[int]:
 
 # ---------------------------------------------------------------- graph
 
-def _register_graph(subparsers) -> None:
+def _register_graph(subparsers, workspace: argparse.ArgumentParser) -> None:
     graph = subparsers.add_parser("graph", help="the supervoxel adjacency graph of the proofreading store")
     actions = graph.add_subparsers(dest="graph_command", metavar="ACTION")
     actions.required = True
-    build = actions.add_parser("build", help="load supervoxels and their contacts from a segmentation layer")
-    add_workspace_argument(build)
+    build = actions.add_parser("build", parents=[workspace], help="load supervoxels and their contacts from a segmentation layer")
     build.add_argument("--segmentation", required=True, help="segmentation layer whose labels are the supervoxels")
     build.add_argument("--boundary", help="optional layer scoring boundaries (higher = membrane), e.g. FFN 1-probability")
     build.set_defaults(func=_graph_build)
 
 
 def _graph_build(args: argparse.Namespace) -> int:
-    from db import store as S
-    from volumes.io import open_volume
+    from db.workspace_graph import build_workspace_graph
     from volumes.workspace import Workspace
 
-    workspace = Workspace(args.workspace)
-    workspace.require_layer(args.segmentation)
-    segmentation = open_volume(workspace.layer_url(args.segmentation))
-    boundary = None
-    if args.boundary:
-        workspace.require_layer(args.boundary)
-        boundary_volume = open_volume(workspace.layer_url(args.boundary))
-        if boundary_volume.shape != segmentation.shape:
-            raise InputError(f"layer {args.boundary!r} has shape {boundary_volume.shape}, the segmentation {segmentation.shape}")
-        boundary = boundary_volume.read()
-    with S.open_store(workspace) as store:
-        counts = S.build_graph(store, segmentation.read(), segmentation.resolution_nm, boundary, segmentation.offset_nm)
-        S.add_layer(store, args.segmentation, workspace.layer_url(args.segmentation), "segmentation",
-                    segmentation.resolution_nm)
+    counts = build_workspace_graph(Workspace(args.workspace), args.segmentation, args.boundary)
     print(f"{counts['supervoxels']} supervoxels, {counts['adjacencies']} adjacencies")
     return 0
 
 
 # ---------------------------------------------------------------- edit
 
-def _register_edit(subparsers) -> None:
+def _register_edit(subparsers, workspace: argparse.ArgumentParser) -> None:
     edit = subparsers.add_parser("edit", help="merge, split, undo and redo neurons; roots and history")
     actions = edit.add_subparsers(dest="edit_command", metavar="ACTION")
     actions.required = True
 
-    merge = actions.add_parser("merge", help="join the neurons of two supervoxels; prints the edit id")
+    merge = actions.add_parser("merge", parents=[workspace], help="join the neurons of two supervoxels; prints the edit id")
     merge.add_argument("supervoxel_a", type=_id, help="a supervoxel of the first neuron")
     merge.add_argument("supervoxel_b", type=_id, help="a supervoxel of the second neuron")
     merge.set_defaults(func=_edit_merge)
 
-    split = actions.add_parser("split", help="separate sources from sinks by a minimum cut; prints the edit id")
+    split = actions.add_parser("split", parents=[workspace], help="separate sources from sinks by a minimum cut; prints the edit id")
     split.add_argument("--sources", type=_id_list, required=True, metavar="SV,...", help="supervoxels that stay on one side")
     split.add_argument("--sinks", type=_id_list, required=True, metavar="SV,...", help="supervoxels that go to the other side")
     split.add_argument("--preview", action="store_true", help="print the links the cut would remove; change nothing")
     split.set_defaults(func=_edit_split)
 
     for name, verb in (("undo", "reverse"), ("redo", "re-apply")):
-        action = actions.add_parser(name, help=f"{verb} an edit by id; prints the new edit id")
+        action = actions.add_parser(name, parents=[workspace], help=f"{verb} an edit by id; prints the new edit id")
         action.add_argument("edit_id", type=_id, help="the edit (a merge or split) to act on; see 'edit history'")
         action.set_defaults(func=_edit_undo_redo, operation=name)
 
-    for action in (merge, split, *(actions.choices[n] for n in ("undo", "redo"))):
-        add_workspace_argument(action)
+    for action in (merge, split, *(actions.choices[n] for n in ("undo", "redo"))):  # each has --workspace already
         action.add_argument("--user", required=True, help="the acting user (see 'connectome user add')")
         action.add_argument("--seen-roots", type=_id_list, metavar="ROOT,...",
                             help="root ids you based the edit on; refused with a conflict if they changed since")
 
-    roots = actions.add_parser("roots", help="print 'supervoxel root' lines, now or as of an edit or time")
-    add_workspace_argument(roots)
+    roots = actions.add_parser("roots", parents=[workspace], help="print 'supervoxel root' lines, now or as of an edit or time")
     roots.add_argument("supervoxels", type=_id, nargs="+", metavar="SV_ID", help="supervoxel ids")
     roots.add_argument("--at", help="edit id or ISO time (default: now)")
     roots.set_defaults(func=_edit_roots)
 
-    history = actions.add_parser("history", help="print the edit log")
-    add_workspace_argument(history)
+    history = actions.add_parser("history", parents=[workspace], help="print the edit log")
     history.add_argument("--user", help="only this user's edits")
     history.add_argument("--json", action="store_true", help="one JSON array (ids as strings)")
     history.set_defaults(func=_edit_history)
@@ -189,25 +190,21 @@ def _edit_history(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- user
 
-def _register_user(subparsers) -> None:
+def _register_user(subparsers, workspace: argparse.ArgumentParser) -> None:
     user = subparsers.add_parser("user", help="users of the proofreading store: add, list, remove, reset-token")
     actions = user.add_subparsers(dest="user_command", metavar="ACTION")
     actions.required = True
-    add = actions.add_parser("add", help="create a user and print their token (shown once)")
-    add_workspace_argument(add)
+    add = actions.add_parser("add", parents=[workspace], help="create a user and print their token (shown once)")
     add.add_argument("name", help="user name (letters, digits, '_', '.', '@' or '-')")
     add.add_argument("--role", required=True, help="admin, proofreader or viewer (read only)")
     add.add_argument("--expires-in-days", type=_days, help="the token stops working after this many days (default: never)")
     add.set_defaults(func=_user_add)
-    listing = actions.add_parser("list", help="every user: name, role, created, token expiry, removed")
-    add_workspace_argument(listing)
+    listing = actions.add_parser("list", parents=[workspace], help="every user: name, role, created, token expiry, removed")
     listing.set_defaults(func=_user_list)
-    remove = actions.add_parser("remove", help="revoke a user's token for good; their edits stay in the history")
-    add_workspace_argument(remove)
+    remove = actions.add_parser("remove", parents=[workspace], help="revoke a user's token for good; their edits stay in the history")
     remove.add_argument("name", help="user to remove")
     remove.set_defaults(func=_user_remove)
-    reset = actions.add_parser("reset-token", help="give a user a new token (the old one stops working) and print it")
-    add_workspace_argument(reset)
+    reset = actions.add_parser("reset-token", parents=[workspace], help="give a user a new token (the old one stops working) and print it")
     reset.add_argument("name", help="user whose token to replace (a removed user is re-activated)")
     reset.add_argument("--expires-in-days", type=_days, help="the new token stops working after this many days (default: never)")
     reset.set_defaults(func=_user_reset_token)
@@ -268,9 +265,8 @@ def _user_reset_token(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- export
 
-def _register_export(subparsers) -> None:
-    export = subparsers.add_parser("export", help="write synapse, edge and neuron tables (now or as of an edit)")
-    add_workspace_argument(export)
+def _register_export(subparsers, workspace: argparse.ArgumentParser) -> None:
+    export = subparsers.add_parser("export", parents=[workspace], help="write synapse, edge and neuron tables (now or as of an edit)")
     export.add_argument("--format", required=True, help="csv, parquet or neuprint (neuPrint bulk-import CSVs as well)")
     export.add_argument("--out", required=True, help="directory for synapses.*, edges.*, neurons.*")
     export.add_argument("--at", help="edit id or ISO time (default: now)")

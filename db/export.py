@@ -6,7 +6,6 @@ positions are "[z, y, x]" in nm.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 
 from db import store as S
 from volumes.errors import InputError
+from volumes.atomic import atomic_path
 
 FORMATS = ("csv", "parquet", "neuprint")
 ID_COLUMNS = ("id", "pre_pt_supervoxel_id", "post_pt_supervoxel_id", "pre_pt_root_id", "post_pt_root_id",
@@ -46,12 +46,8 @@ def export_connectivity(store: S.Store, out_dir: str | Path, file_format: str, a
 
 
 def _write_atomically(path: Path, write) -> Path:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as temporary:
         write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 

@@ -2,32 +2,21 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
-from cli.main import add_workspace_argument
+from ffn import train_commands
 from ffn.options import PRECISIONS, VIEW_COUNTS
 from volumes.errors import InputError
 from volumes.geometry import Box, parse_zyx
 
-# Other ffn modules that contribute commands (written by other helpers); missing ones are skipped.
-EXTRA_COMMAND_MODULES = ["ffn.evaluate_commands", "ffn.train_commands"]
 
-
-def register(subparsers) -> None:
+def register(subparsers, workspace: argparse.ArgumentParser) -> None:
     ffn = subparsers.add_parser("ffn", help="Flood-Filling Network segmentation: import Google weights, segment")
     commands = ffn.add_subparsers(dest="ffn_command", metavar="FFN_COMMAND")
     commands.required = True
     _register_import_tf(commands)
-    _register_segment(commands)
-    for name in EXTRA_COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        target = commands if getattr(module, "FFN_SUBCOMMAND", False) else subparsers
-        module.register(target)
+    _register_segment(commands, workspace)
+    _register_consensus(commands, workspace)
+    train_commands.register(commands)
 
 
 def _register_import_tf(commands) -> None:
@@ -48,32 +37,23 @@ def _register_import_tf(commands) -> None:
 
 
 def _import_tf(args: argparse.Namespace) -> int:
-    from ffn.model import FFNConfig, save_model
-    from ffn.options import model_args_from_request, read_pbtxt
-    from ffn.tf_checkpoint import import_tf_checkpoint
+    from ffn.tf_checkpoint import convert_checkpoint
 
-    fields: dict = {}
-    if args.config:
-        fields.update(model_args_from_request(read_pbtxt(args.config), args.config))
     overrides = {"depth": args.depth, "image_mean": args.image_mean, "image_stddev": args.image_stddev,
                  "fov_size": parse_zyx(args.fov_size, "--fov-size") if args.fov_size else None,
                  "deltas": parse_zyx(args.deltas, "--deltas") if args.deltas else None}
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    config = FFNConfig(**fields)
-    model = import_tf_checkpoint(args.checkpoint, config)
-    save_model(args.out, model, config)
+    config = convert_checkpoint(args.checkpoint, args.out, args.config, overrides)
     print(f"wrote {args.out}: depth {config.depth}, fov {config.fov_size}, deltas {config.deltas}, "
           f"image mean/stddev {config.image_mean}/{config.image_stddev}")
     return 0
 
 
-def _register_segment(commands) -> None:
+def _register_segment(commands, workspace: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
-        "segment", help="FFN-segment an image into a uint64 precomputed segmentation layer (resumable)",
+        "segment", parents=[workspace], help="FFN-segment an image into a uint64 precomputed segmentation layer (resumable)",
         description="Run FFN inference with Google's semantics over an image (a workspace layer name or any volume "
                     "spec, e.g. raw.h5:volumes/raw). --bbox treats the box as the whole volume. Interrupted runs "
                     "resume from <workspace>/ffn-runs/OUT/state.npz; segment origins go to origins.json there.")
-    add_workspace_argument(parser)
     parser.add_argument("--image", required=True, help="image layer name in the workspace, or a volume spec")
     parser.add_argument("--model", required=True, help="model file from 'ffn import-tf' or training")
     parser.add_argument("--out", required=True, help="name of the segmentation layer to write")
@@ -133,4 +113,37 @@ def _segment_distributed(args: argparse.Namespace, options, bbox: Box | None) ->
                                  bbox=bbox, scheduler=args.scheduler, n_workers=args.workers, overwrite=args.overwrite,
                                  progress=not args.no_progress)
     print(f"wrote layer {args.out} from subvolumes of {args.subvolume_size} (overlap {args.overlap})")
+    return 0
+
+
+def _register_consensus(commands, workspace: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "consensus", parents=[workspace], help="oversegmentation consensus of two FFN runs (Google's split by intersection)",
+        description="Every pair of overlapping segments of the two layers becomes its own segment, so a merger made "
+                    "by only one run is split; pieces under --min-size voxels are dropped. The usual pair is a "
+                    "PolicyPeaks run and a PolicyInvertOrigins run seeded from its origins.json.")
+    parser.add_argument("first", help="segmentation layer of the first run")
+    parser.add_argument("second", help="segmentation layer of the second run (same shape)")
+    parser.add_argument("--out", required=True, help="segmentation layer to write")
+    parser.add_argument("--min-size", type=int, default=1000, help="smallest piece kept, in voxels (default 1000, Google's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing layer")
+    parser.set_defaults(func=_consensus)
+
+
+def _consensus(args: argparse.Namespace) -> int:
+    from ffn.consensus import oversegmentation_consensus
+    from volumes.io import open_volume
+    from volumes.precomputed import write_layer
+    from volumes.workspace import Workspace
+
+    if args.min_size < 0:
+        raise InputError(f"--min-size must be zero or more, got {args.min_size}")
+    workspace = Workspace(args.workspace)
+    for name in (args.first, args.second):
+        workspace.require_layer(name)
+    first, second = open_volume(workspace.layer_url(args.first)), open_volume(workspace.layer_url(args.second))
+    labels = oversegmentation_consensus(first.read(), second.read(), args.min_size)
+    write_layer(workspace.layer_path(args.out), labels, first.resolution_nm, "segmentation", overwrite=args.overwrite,
+                voxel_offset=first.voxel_offset, progress=False)
+    print(f"wrote layer {args.out}: {int(labels.max())} segments from the consensus of {args.first} and {args.second}")
     return 0

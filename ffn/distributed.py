@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from volumes.errors import InputError
 from volumes.geometry import Box
+from volumes.atomic import atomic_path, write_text_atomically
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,8 @@ def run_task(image_spec: str, task: Task, segment: Callable[[np.ndarray], np.nda
     if labels.shape != task.read.shape:
         raise InputError(f"task {task.index}: segmentation shape {labels.shape} differs from its box {task.read.shape}")
     path = Path(result_path)
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, labels)
-    tmp.replace(path)
+    with atomic_path(path) as temporary:
+        np.save(temporary, labels)
     return str(path)
 
 
@@ -148,7 +148,7 @@ def segment_distributed(image_spec: str, volume_box: Box, segment: Callable[[np.
     if plan_path.exists() and json.loads(plan_path.read_text()) != plan:
         for stale in task_dir.glob("*.npy"):
             stale.unlink()  # another plan: earlier task results do not apply
-    plan_path.write_text(json.dumps(plan))
+    write_text_atomically(plan_path, json.dumps(plan))
     paths = [task_dir / f"task-{t.index:05d}.npy" for t in tasks]
     todo = [t for t, p in zip(tasks, paths) if not p.exists()]
     if todo:

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from pathlib import Path
 
 import numpy as np
 
@@ -12,6 +9,7 @@ from ffn.evaluation import evaluate_segmentation
 from ffn.skeleton_metrics import ERL_CONVENTION, expected_run_length, skeletonize_labels
 from volumes.errors import InputError
 from volumes.geometry import Box, parse_zyx
+from volumes.atomic import write_json_atomically
 
 
 def register(subparsers) -> None:
@@ -102,14 +100,6 @@ def format_report(report: dict) -> str:
     lines.append("conventions:")
     lines.extend(f"  {name}: {text}" for name, text in report["conventions"].items())
     return "\n".join(lines)
-
-
-def write_json_atomically(path: str | Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from volumes.errors import InputError, reason
+from volumes.atomic import atomic_path
 
 MODEL_FILE_FORMAT = "connectome-ffn-model-v1"
 
@@ -139,9 +140,8 @@ def save_model(path: str | Path, module: ConvStack3DFFN, config: FFNConfig) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
     payload = {"format": MODEL_FILE_FORMAT, "config": config.to_dict(), "state_dict": state}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ConvStack3DFFN, FFNConfig]:

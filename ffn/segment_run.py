@@ -24,6 +24,7 @@ from ffn.model import load_model
 from ffn.options import InferenceOptions
 from volumes.errors import InputError
 from volumes.geometry import Box
+from volumes.atomic import atomic_path, write_json_atomically
 
 
 def estimated_total_steps(steps_done: int, seeds_done: int, seeds_total: int) -> int | None:
@@ -62,11 +63,10 @@ def _file_digest(path: Path) -> str:
 
 def _save_state(path: Path, canvas: Canvas) -> None:
     state = canvas.state()
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, segmentation=state["segmentation"], seed_coords=state["seed_coords"],
-                        seed_index=state["seed_index"], max_id=state["max_id"], steps=state["steps"],
-                        origins=json.dumps(state["origins"]))
-    tmp.replace(path)
+    with atomic_path(path) as temporary:
+        np.savez_compressed(temporary, segmentation=state["segmentation"], seed_coords=state["seed_coords"],
+                            seed_index=state["seed_index"], max_id=state["max_id"], steps=state["steps"],
+                            origins=json.dumps(state["origins"]))
 
 
 def _load_state(path: Path) -> dict:
@@ -98,7 +98,7 @@ def run_segmentation(workspace, image_name: str, model_path: str | Path, out_nam
             state_path.unlink()  # a different request: start afresh
         else:
             state = _load_state(state_path)
-    request_path.write_text(json.dumps(request, indent=1))
+    write_json_atomically(request_path, request, indent=1)
 
     canvas = Canvas(volume.read(box), config, options)
     if state is not None:
@@ -139,7 +139,5 @@ def run_segmentation(workspace, image_name: str, model_path: str | Path, out_nam
     origins = {"image": image_name, "bbox": request["bbox"], "steps": canvas.steps,
                "seconds": round(time.time() - started, 1), "complete": canvas.seed_index >= len(canvas.seed_coords),
                "segments": [o.to_dict() for o in canvas.origins.values()]}
-    tmp = run_dir / "origins.json.tmp"
-    tmp.write_text(json.dumps(origins, indent=1))
-    tmp.replace(run_dir / "origins.json")
+    write_json_atomically(run_dir / "origins.json", origins, indent=1)
     return origins

@@ -181,3 +181,22 @@ def google_weights_to_model(tensors: dict[str, np.ndarray], config: FFNConfig, s
 def import_tf_checkpoint(prefix: str | Path, config: FFNConfig) -> ConvStack3DFFN:
     """Read a Google FFN checkpoint and return the equivalent PyTorch network."""
     return google_weights_to_model(read_tf_checkpoint(prefix), config)
+
+
+def convert_checkpoint(prefix: str | Path, out_path: str | Path, request_path: str | Path | None = None,
+                       overrides: dict | None = None) -> FFNConfig:
+    """A Google checkpoint to our model file; the architecture from Google's inference pbtxt, then `overrides`.
+
+    `connectome ffn import-tf` and the demo both call this. Overrides that are None are ignored;
+    what neither gives takes FFNConfig's defaults (the published FIB-25 model).
+    """
+    from ffn.model import save_model
+    from ffn.options import model_args_from_request, read_pbtxt
+
+    fields: dict = {}
+    if request_path:
+        fields.update(model_args_from_request(read_pbtxt(request_path), str(request_path)))
+    fields.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    config = FFNConfig(**fields)
+    save_model(out_path, import_tf_checkpoint(prefix, config), config)
+    return config

@@ -9,9 +9,6 @@ import numpy as np
 from volumes.errors import InputError
 from volumes.geometry import Box
 
-# ffn/commands.py adds this module's parser under `connectome ffn`, not at the top level.
-FFN_SUBCOMMAND = True
-
 
 def register(ffn_subparsers) -> None:
     parser = ffn_subparsers.add_parser(

@@ -19,7 +19,6 @@ import copy
 import itertools
 import json
 import math
-import os
 import time
 import tomllib
 from dataclasses import asdict, dataclass, fields
@@ -35,6 +34,7 @@ from ffn.model import FFNConfig, build_model, load_model, save_model
 from ffn.partitions import EXCLUDED, TrainingCentres, compute_partitions
 from volumes.errors import InputError
 from volumes.geometry import Box
+from volumes.atomic import atomic_path, write_json_atomically, write_text_atomically
 
 STATE_FILE = "training-state.pt"
 MODEL_FILE = "model.pt"
@@ -313,9 +313,8 @@ class Trainer:
 
 
 def _atomic_torch_save(payload, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -327,9 +326,7 @@ def read_metrics(path: Path) -> list[dict]:
 def _truncate_metrics(path: Path, step: int) -> None:
     """After resuming from `step`, forget log lines written after that checkpoint."""
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    write_text_atomically(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def plot_metrics(metrics_path: Path, png_path: Path) -> None:
@@ -370,10 +367,9 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> None:
     erl_axis.set_ylabel("validation ERL (um)")
     erl_axis.set_xlabel("step")
     figure.tight_layout()
-    tmp = png_path.with_name(png_path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=80)
+    with atomic_path(png_path) as temporary:
+        figure.savefig(temporary, format="png", dpi=80)
     plt.close(figure)
-    os.replace(tmp, png_path)
 
 
 def _initial_model(init_model: str | Path | None, model_fields: dict, seed: int) -> tuple[nn.Module, FFNConfig]:
@@ -463,10 +459,8 @@ def train(image: np.ndarray, labels: np.ndarray, out_dir: str | Path, options: T
         best = json.loads(best_path.read_text()) if best_path.is_file() else None
         if best is None or record[options.keep_best] < best["value"] * (1 - options.keep_best_margin):
             save_model(out / BEST_MODEL_FILE, trainer.inference_model(), config)
-            tmp = best_path.with_name(BEST_FILE + ".tmp")
-            tmp.write_text(json.dumps({"metric": options.keep_best, "value": record[options.keep_best],
-                                       "step": trainer.step}) + "\n")
-            os.replace(tmp, best_path)
+            write_json_atomically(best_path, {"metric": options.keep_best, "value": record[options.keep_best],
+                                              "step": trainer.step}, indent=None)
 
     if options.keep_best and validator is None:
         raise InputError("keep_best needs a validation block (--val-bbox)")

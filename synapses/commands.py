@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from pathlib import Path
 
 from volumes.errors import InputError
 from volumes.geometry import parse_zyx
+from volumes.atomic import write_json_atomically
 
 
-def register(subparsers) -> None:
+def register(subparsers, workspace: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser("synapses", help="train, run and score the synapse detector")
     commands = parser.add_subparsers(dest="synapses_command", metavar="ACTION")
     commands.required = True
     _register_train(commands)
-    _register_detect(commands)
+    _register_detect(commands, workspace)
     _register_evaluate(commands)
 
 
@@ -42,11 +40,9 @@ def _register_train(commands) -> None:
     parser.set_defaults(func=run_train)
 
 
-def _register_detect(commands) -> None:
-    from cli.main import add_workspace_argument
-
-    parser = commands.add_parser("detect", help="detect synapses in a workspace image and assign partners from a segmentation")
-    add_workspace_argument(parser)
+def _register_detect(commands, workspace: argparse.ArgumentParser) -> None:
+    
+    parser = commands.add_parser("detect", parents=[workspace], help="detect synapses in a workspace image and assign partners from a segmentation")
     parser.add_argument("--image", required=True, help="image layer name")
     parser.add_argument("--model", required=True, help="model file from 'synapses train'")
     parser.add_argument("--segmentation", required=True, help="segmentation layer name (same shape as the image)")
@@ -114,49 +110,17 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from synapses.data import working_factors
-    from synapses.detection import detect
-    from synapses.export import store_rows, write_annotation_layer
-    from synapses.model import load_model
-    from synapses.training import choose_device
-    from volumes.io import open_volume
+    from synapses.workspace_detection import detect_in_workspace
     from volumes.workspace import Workspace
 
-    workspace = Workspace(args.workspace)
-    workspace.require_layer(args.image)
-    workspace.require_layer(args.segmentation)
-    out_path = workspace.layer_path(args.out or f"{args.segmentation}_synapses")
-    device = choose_device(args.device)
-    model = load_model(args.model, device)
-    image = open_volume(workspace.layer_url(args.image))
-    segmentation = open_volume(workspace.layer_url(args.segmentation))
-    factors = working_factors(image.resolution_nm, model.resolution_nm)
-    if factors != (1, 1, 1):
-        print(f"note: the model works at {model.resolution_nm} nm; the image ({image.resolution_nm} nm) is averaged down by {factors}")
-    result = detect(model, image, segmentation, block_shape=parse_zyx(args.block, "--block") if args.block else None,
-                    batch_size=_positive_int(args.batch_size, "--batch-size"), device=device,
-                    threshold=_threshold(args.threshold), min_size_voxels=_min_size(args.min_size), progress=True)
-    extent_nm = [s * r for s, r in zip(image.shape, image.resolution_nm)]
-    write_annotation_layer(out_path, result.sites, result.region.working_resolution_nm, extent_nm)
-    dropped = ", ".join(f"{count} {why}" for why, count in result.dropped.items() if count) or "none"
-    print(f"{len(result.all_sites)} synaptic sites detected; {len(result.sites)} with pre and post segments (dropped: {dropped})")
-    print(f"wrote annotation layer {out_path}")
-    if not args.no_store:
-        print(_add_to_store(workspace, store_rows(result.sites)))
+    detection = detect_in_workspace(
+        Workspace(args.workspace), args.image, args.segmentation, args.model, out_layer=args.out,
+        threshold=_threshold(args.threshold), min_size_voxels=_min_size(args.min_size),
+        block_shape=parse_zyx(args.block, "--block") if args.block else None,
+        batch_size=_positive_int(args.batch_size, "--batch-size"), device=args.device, add_to_store=not args.no_store)
+    for line in detection.summary():
+        print(line)
     return 0
-
-
-def _add_to_store(workspace, rows: list[dict]) -> str:
-    """Make these the workspace store's synapses (db.store), replacing an earlier detection's; the layer is already written."""
-    from db import store
-
-    with store.open_store(workspace, create=False) as opened:
-        try:
-            added = store.add_synapses(opened, rows, replace=True)
-        except InputError as exc:
-            raise InputError(f"the annotation layer was written, but the store refused the synapses: {exc} "
-                             "(build the supervoxel graph from this segmentation first, or pass --no-store)") from None
-    return f"replaced the store's synapses with {added} synapses ({opened.url})"
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -167,12 +131,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_model(args.model, args.image, args.synapses, resolution, args.sections, args.segmentation,
                             device=choose_device(args.device), threshold=_threshold(args.threshold),
                             min_size_voxels=_min_size(args.min_size), progress=True)
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(temporary, path)
+    write_json_atomically(args.json, report, default=str)
     summary = "  ".join(f"{key} {report[key]:.3f}" for key in ("precision_200nm", "recall_200nm", "f1_200nm", "f1_400nm", "partner_f1") if key in report)
     print(f"{report['predicted_sites']} sites detected, {report['true_sites']} true; {summary}")
-    print(f"wrote {path}")
+    print(f"wrote {args.json}")
     return 0

@@ -12,7 +12,6 @@ detection refuses an image it cannot bring to that resolution.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from volumes.errors import InputError, reason
+from volumes.atomic import atomic_path
 
 MODEL_FORMAT = "connectome-synapse-unet-v2"
 
@@ -113,7 +113,6 @@ class SynapseModel:
         """Write atomically (temp file, then rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         payload = {
             "format": MODEL_FORMAT,
             "network_config": asdict(self.network.config),
@@ -124,8 +123,8 @@ class SynapseModel:
             "min_size_voxels": self.min_size_voxels,
             "training": self.training,
         }
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            torch.save(payload, temporary)
         return path
 
 

@@ -9,7 +9,6 @@ the output lets an interrupted run resume.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +24,7 @@ from synapses.evaluation import site_scores
 from synapses.model import NetworkConfig, SynapseModel, SynapseUNet, pooling_for_resolution
 from volumes.errors import InputError
 from volumes.geometry import Box
+from volumes.atomic import atomic_path
 
 POLARITY_LOSS_WEIGHT = 1.0
 
@@ -246,6 +246,6 @@ def _resume(path: Path, signature: dict, network, optimizer, device: str) -> dic
 
 
 def _save_checkpoint(path: Path, signature: dict, network, optimizer, state: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"signature": signature, "network": network.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save({"signature": signature, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                    "state": state}, temporary)

@@ -184,6 +184,23 @@ def test_inverted_origins_and_consensus():
         assert len(np.unique(truth[consensus == value])) == 1
 
 
+def test_consensus_command_writes_the_split_by_intersection_of_two_layers(workspace, capsys):
+    from volumes.io import open_volume
+    from volumes.precomputed import write_layer
+
+    image, truth = cells_image()
+    first, origins = segment_subvolume(image, toy_model(), TOY_CONFIG, toy_options())
+    second = np.where(truth > 4, 1, truth).astype(np.uint64)  # a run that merged cells 5-8 into one segment
+    for name, labels in (("first", first), ("second", second)):
+        write_layer(workspace.layer_path(name), labels, (8, 8, 8), "segmentation", progress=False)
+    assert main(["ffn", "consensus", "first", "second", "--out", "both", "--min-size", "100", "-w", str(workspace.root)]) == 0
+    written = np.asarray(open_volume(workspace.layer_url("both")).read())
+    assert np.array_equal(written, split_by_intersection(first, second, min_size=100))
+    assert len(np.unique(written[written > 0])) == len(origins)  # the merger of the second run is split again
+    assert main(["ffn", "consensus", "first", "nothing", "--out", "x", "-w", str(workspace.root)]) == 2
+    assert "no layer 'nothing'" in capsys.readouterr().err
+
+
 def test_grid_policy_finds_every_cell():
     image, truth = cells_image()
     labels, origins = segment_subvolume(image, toy_model(), TOY_CONFIG, toy_options(seed_policy="PolicyGrid3d"))
@@ -299,22 +316,6 @@ def test_pbtxt_options_match_googles_fib25_settings():
 def test_checkpoint_import_errors_are_one_line(tmp_path, capsys):
     err = _one_line_error(capsys, ["ffn", "import-tf", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "m.pt")])
     assert "does not exist" in err
-
-
-def test_subvolume_tasks_tile_with_overlap_and_batch_into_shared_passes():
-    from ffn.tasks import plan_subvolumes, segment_subvolumes
-    from volumes.geometry import Box
-
-    image, truth = cells_image()
-    boxes = plan_subvolumes(Box.from_shape(image.shape), (20, 35, 35), (5, 5, 5))
-    assert [b.start[0] for b in boxes] == [0, 15] and all(b.stop[0] <= image.shape[0] for b in boxes)
-    results = segment_subvolumes(image, boxes, toy_model(), TOY_CONFIG, toy_options(batch_size=2))
-    assert len(results) == 2
-    for result in results:
-        for origin in result.origins:  # seeds come back in volume coordinates
-            assert truth[origin.start_zyx] > 0
-            local = tuple(a - b for a, b in zip(origin.start_zyx, result.box.start))
-            assert result.labels[local] == origin.id
 
 
 def test_gpu_only_precisions_are_refused_on_cpu_and_numerics_switches_are_restored():

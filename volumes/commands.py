@@ -1,49 +1,31 @@
-"""CLI commands for workspaces and volumes: init, import, info, synth."""
+"""CLI commands for volumes: import, layers, mesh (`connectome synth` is volumes/synth_commands.py, `init` db/commands.py)."""
 from __future__ import annotations
 
 import argparse
 import json
 
-from cli.main import add_workspace_argument
 from volumes.geometry import parse_zyx
 from volumes.workspace import Workspace
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    init = subparsers.add_parser("init", help="create a workspace directory")
-    init.add_argument("directory", help="workspace directory to create (an existing one is kept as it is)")
-    init.set_defaults(func=run_init)
-
-    imp = subparsers.add_parser("import", help="import a volume as a Neuroglancer precomputed layer")
+def register(subparsers: argparse._SubParsersAction, workspace: argparse.ArgumentParser) -> None:
+    imp = subparsers.add_parser("import", parents=[workspace], help="import a volume as a Neuroglancer precomputed layer")
     imp.add_argument("source", help="precomputed URL, FILE.h5:KEY, image-stack directory or glob, .zarr, .n5, .npy, FILE.npz:KEY")
-    add_workspace_argument(imp)
     imp.add_argument("--name", required=True, help="layer name in the workspace")
     imp.add_argument("--labels", action="store_true", help="the volume holds segment ids (stored as uint64)")
     imp.add_argument("--resolution", help="voxel size z,y,x in nm (overrides what the source says)")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing layer of that name")
     imp.set_defaults(func=run_import)
 
-    info = subparsers.add_parser("layers", help="list a workspace's layers")
-    add_workspace_argument(info)
+    info = subparsers.add_parser("layers", parents=[workspace], help="list a workspace's layers")
     info.set_defaults(func=run_layers)
 
-    try:
-        from volumes.synth_commands import register as register_synth
-    except ModuleNotFoundError:
-        return
-    register_synth(subparsers)
-
-
-def run_init(args: argparse.Namespace) -> int:
-    from db import store
-
-    workspace = Workspace.init(args.directory)
-    store.open_store(workspace, create=True).close()  # the one command (beside the builders) that makes a store
-    print(f"workspace {workspace.root}")
-    print(f"  config   {workspace.root / 'connectome.toml'}")
-    print(f"  layers   {workspace.layers_dir}")
-    print(f"  database {workspace.database_url}")
-    return 0
+    mesh = subparsers.add_parser("mesh", parents=[workspace],
+                                 help="mesh every supervoxel of a segmentation layer (Neuroglancer legacy meshes)")
+    mesh.add_argument("--segmentation", default="segmentation", help="segmentation layer name (default: segmentation)")
+    mesh.add_argument("--overwrite", action="store_true", help="re-mesh even if meshes exist")
+    mesh.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mesh.set_defaults(func=run_mesh)
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -67,4 +49,13 @@ def run_layers(args: argparse.Namespace) -> int:
         info = workspace.layer_info(name)
         size = "x".join(str(s) for s in reversed(info["scales"][0]["size"]))
         print(f"{name}\t{info['type']}\t{info['data_type']}\t{size}")
+    return 0
+
+
+def run_mesh(args: argparse.Namespace) -> int:
+    from volumes.meshing import mesh_segmentation
+
+    workspace = Workspace(args.workspace)
+    count = mesh_segmentation(workspace, args.segmentation, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"meshes of {count} supervoxels in layer '{args.segmentation}'")
     return 0

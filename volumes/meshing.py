@@ -25,6 +25,7 @@ import numpy as np
 import zmesh
 from tqdm import tqdm
 
+from volumes.atomic import atomic_path
 from volumes.errors import InputError
 from volumes.geometry import Box
 from volumes.workspace import read_layer_info
@@ -154,6 +155,5 @@ def _chunk_name(chunk: Box) -> str:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)

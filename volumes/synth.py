@@ -32,7 +32,6 @@ attributes in nm, z,y,x):
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,6 +40,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+from volumes.atomic import atomic_path
 from volumes.errors import InputError
 
 DEFAULT_RESOLUTION_NM = (8.0, 8.0, 8.0)
@@ -410,34 +410,27 @@ def write_cremi(path: str | Path, volume: dict[str, Any]) -> Path:
     import h5py
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     resolution = np.asarray(volume["resolution_nm"], dtype=np.float64)
     offset = np.zeros(3, dtype=np.float64)
     annotations = volume["annotations"]
-    try:
-        with h5py.File(temporary, "w") as f:
-            datasets = {
-                "volumes/raw": volume["raw"],
-                "volumes/labels/neuron_ids": volume["neuron_ids"],
-                "volumes/labels/clefts": volume["clefts"],
-            }
-            for name, array in datasets.items():
-                chunks = tuple(min(64, s) for s in array.shape)
-                dataset = f.create_dataset(name, data=array, chunks=chunks, compression="gzip", compression_opts=1)
-                dataset.attrs["resolution"] = resolution
-                dataset.attrs["offset"] = offset
-            group = f.create_group("annotations")
-            group.attrs["offset"] = offset
-            group.create_dataset("ids", data=annotations["ids"])
-            group.create_dataset("types", data=annotations["types"].astype(object), dtype=h5py.string_dtype())
-            group.create_dataset("locations", data=annotations["locations_nm"])
-            group.create_dataset("presynaptic_site/partners", data=annotations["partners"])
-            group.create_dataset("presynaptic_site/partner_neuron_ids", data=annotations["partner_neuron_ids"])
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as f:
+        datasets = {
+            "volumes/raw": volume["raw"],
+            "volumes/labels/neuron_ids": volume["neuron_ids"],
+            "volumes/labels/clefts": volume["clefts"],
+        }
+        for name, array in datasets.items():
+            chunks = tuple(min(64, s) for s in array.shape)
+            dataset = f.create_dataset(name, data=array, chunks=chunks, compression="gzip", compression_opts=1)
+            dataset.attrs["resolution"] = resolution
+            dataset.attrs["offset"] = offset
+        group = f.create_group("annotations")
+        group.attrs["offset"] = offset
+        group.create_dataset("ids", data=annotations["ids"])
+        group.create_dataset("types", data=annotations["types"].astype(object), dtype=h5py.string_dtype())
+        group.create_dataset("locations", data=annotations["locations_nm"])
+        group.create_dataset("presynaptic_site/partners", data=annotations["partners"])
+        group.create_dataset("presynaptic_site/partner_neuron_ids", data=annotations["partner_neuron_ids"])
     return path
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import tomli_w
 
+from volumes.atomic import write_text_atomically
 from volumes.errors import InputError
 
 CONFIG_NAME = "connectome.toml"
@@ -48,7 +49,7 @@ class Workspace:
         (root / "layers").mkdir(exist_ok=True)
         config_path = root / CONFIG_NAME
         if not config_path.exists():
-            config_path.write_text(tomli_w.dumps(default_config()))
+            write_text_atomically(config_path, tomli_w.dumps(default_config()))
         return cls(root)
 
     @property
@@ -107,7 +108,7 @@ class Workspace:
     def set_config(self, section: str, key: str, value: Any) -> None:
         """Change one setting and write connectome.toml back."""
         self.config.setdefault(section, {})[key] = value
-        (self.root / CONFIG_NAME).write_text(tomli_w.dumps(self.config))
+        write_text_atomically(self.root / CONFIG_NAME, tomli_w.dumps(self.config))
 
 
 def read_layer_info(layer_dir: Path) -> dict[str, Any]:

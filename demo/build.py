@@ -14,16 +14,17 @@ Steps, each skipped when its output already exists (so a re-run resumes):
     8. users        an admin and a proofreader, their login links kept in W/demo-logins.json
 
 Data: --data DIR laid out as the published files (fib25-training2/, ffn-fib25-google/), else the
-same files downloaded from where they are published into a cache (server.fib25_download), else
+same files downloaded from where they are published into a cache (demo.fib25_download), else
 (offline, or --offline) a synthetic volume from `connectome synth` with the small FFN and synapse
-models that ship in ffn/models and synapses/models (made by `python -m server.demo_models`, see
-their README.md).
-Every step calls the owning package's command.
+models that ship in ffn/models and synapses/models (made by `python -m demo.models`, see their
+README.md).
+Every step calls the same Python function as the owning package's command (import_volume,
+convert_checkpoint, run_segmentation, mesh_segmentation, build_workspace_graph,
+detect_in_workspace, add_user), so the demo and the CLI cannot drift apart.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +34,16 @@ import numpy as np
 
 from volumes.errors import InputError, RefusedError
 from volumes.workspace import Workspace
+from volumes.atomic import write_json_atomically
 
 FIB25_IMAGE = "fib25-training2/fib25_training2.h5:volumes/raw"
 FIB25_CHECKPOINT = "ffn-fib25-google/models/fib25/model.ckpt-27465036"
 FIB25_OPTIONS = "ffn-fib25-google/configs/inference_training_sample2.pbtxt"
 FIB25_PUBLISHED_SEGMENTATION = "ffn-fib25-google/results/fib25/sample-training2.npz"
 DEFAULT_FIB25_BBOX = "93,93,93,157,157,157"  # 64^3 in the middle: a few minutes of FFN on 2 cores
-SYNTHETIC_SHAPE = "96,96,96"
+SYNTHETIC_SHAPE = (96, 96, 96)  # voxels z, y, x of the offline demo's volume, as `connectome synth` writes it
+SYNTHETIC_SEED = 1
+SYNTHETIC_RESOLUTION_NM = (8.0, 8.0, 8.0)
 REPOSITORY = Path(__file__).resolve().parent.parent
 SHIPPED_SYNTHETIC_MODEL = REPOSITORY / "ffn" / "models" / "synthetic.pt"
 SHIPPED_SYNTHETIC_OPTIONS = REPOSITORY / "ffn" / "models" / "synthetic-inference.toml"
@@ -71,7 +75,7 @@ def plan_demo(data_dir: str | None, workspace: Workspace, bbox: str | None, down
                 raise InputError(f"--data {data_dir}: {relative} is missing (expected the published FIB-25 layout)")
         return _fib25_plan(root, bbox, f"FIB-25 cube from {root} with Google's FFN checkpoint")
     if download:
-        from server.fib25_download import default_cache, fetch_fib25
+        from demo.fib25_download import default_cache, fetch_fib25
 
         try:
             root = fetch_fib25(default_cache())
@@ -101,16 +105,6 @@ def _remember_source(workspace: Workspace, source: str) -> None:
         raise InputError(f"workspace {workspace.root} holds a {marker.read_text().strip()} demo; "
                          f"build the {source} one with another --workspace")
     marker.write_text(source + "\n")
-
-
-def run_command(argv: list[str]) -> None:
-    """Run a `connectome` subcommand in this process; its errors propagate as they are."""
-    from cli.main import build_parser
-
-    args = build_parser().parse_args(argv)
-    code = args.func(args)
-    if code:
-        raise RefusedError(f"'connectome {' '.join(argv)}' failed with exit status {code}")
 
 
 # Seconds each step took on a quiet 2-core machine (2026-12-02, `connectome demo --no-serve` on a fresh
@@ -144,21 +138,26 @@ def build_demo(workspace_dir: str, data_dir: str | None = None, bbox: str | None
     plan = plan_demo(data_dir, workspace, bbox, download)
     _remember_source(workspace, "FIB-25" if plan.checkpoint is not None else "synthetic")
     print(f"connectome demo: {plan.description}; workspace {workspace.root}", flush=True)
-    w = ["--workspace", str(workspace.root)]
     model_path = workspace.root / "models" / "ffn.pt"
     ffn_layer = "ffn" if plan.published_segmentation else "segmentation"
     total = 8
 
     def make_image() -> str:
-        if plan.checkpoint is None and not Path(plan.image_spec.split(":")[0]).is_file():
-            run_command(["synth", plan.image_spec.split(":")[0], "--shape", SYNTHETIC_SHAPE, "--seed", "1"])
-        run_command(["import", plan.image_spec, "--name", "image", *w])
+        from volumes.importer import import_volume
+        from volumes.synth import synthesize, write_cremi
+
+        synthetic = Path(plan.image_spec.split(":")[0])
+        if plan.checkpoint is None and not synthetic.is_file():
+            write_cremi(synthetic, synthesize(SYNTHETIC_SHAPE, SYNTHETIC_SEED, SYNTHETIC_RESOLUTION_NM))
+        import_volume(workspace, plan.image_spec, "image")
         return "imported as layer 'image'"
 
     def make_model() -> str:
         model_path.parent.mkdir(exist_ok=True)
         if plan.checkpoint is not None:
-            run_command(["ffn", "import-tf", str(plan.checkpoint), "--out", str(model_path), "--config", str(plan.options)])
+            from ffn.tf_checkpoint import convert_checkpoint
+
+            convert_checkpoint(plan.checkpoint, model_path, plan.options)
             return f"converted Google's checkpoint to {model_path}"
         if not SHIPPED_SYNTHETIC_MODEL.is_file():
             return f"no FFN model ships at {SHIPPED_SYNTHETIC_MODEL}; the synthetic ground-truth labels will stand in"
@@ -166,21 +165,26 @@ def build_demo(workspace_dir: str, data_dir: str | None = None, bbox: str | None
         return f"using the small FFN model shipped for synthetic data ({SHIPPED_SYNTHETIC_MODEL})"
 
     def segment() -> str:
+        from ffn.options import load_options
+        from ffn.segment_run import run_segmentation
+        from volumes.geometry import Box
+        from volumes.importer import import_volume
+
         if not model_path.is_file():
             labels = plan.image_spec.split(":")[0] + ":volumes/labels/neuron_ids"
-            run_command(["import", labels, "--labels", "--name", "segmentation", *w])
+            import_volume(workspace, labels, "segmentation", labels=True)
             return "imported the synthetic volume's own labels as 'segmentation' (NOT an FFN result: no model)"
-        argv = ["ffn", "segment", *w, "--image", "image", "--model", str(model_path), "--out", ffn_layer]
-        if plan.options is not None:
-            argv += ["--options", str(plan.options)]
-        if plan.bbox:
-            argv += ["--bbox", plan.bbox]
-        run_command(argv)
+        options = load_options(str(plan.options) if plan.options is not None else None)
+        result = run_segmentation(workspace, "image", str(model_path), ffn_layer, options,
+                                  bbox=Box.parse(plan.bbox) if plan.bbox else None)
+        print(f"      {len(result['segments'])} segments, {result['steps']} FFN steps", flush=True)
         return f"FFN segmentation written as layer '{ffn_layer}'" + (f" (box {plan.bbox})" if plan.bbox else "")
 
     def proofreading_layer() -> str:
-        run_command(["import", plan.published_segmentation, "--labels", "--name", "segmentation",
-                     "--resolution", ",".join(str(v) for v in open_image_resolution(workspace)), *w])
+        from volumes.importer import import_volume
+
+        import_volume(workspace, plan.published_segmentation, "segmentation", labels=True,
+                      resolution_nm=open_image_resolution(workspace))
         return (f"proofreading Google's published FFN segmentation of the whole cube (layer 'segmentation'); "
                 f"our own FFN run on the box is layer '{ffn_layer}' (serve it with --segmentation-layer {ffn_layer})")
 
@@ -264,7 +268,9 @@ def graph_is_built(workspace: Workspace) -> bool:
 
 def build_graph(workspace: Workspace, layer: str) -> str:
     """Load the segmentation's supervoxels and adjacency graph into the store (once; a marker records it)."""
-    run_command(["graph", "build", "--workspace", str(workspace.root), "--segmentation", layer])
+    from db.workspace_graph import build_workspace_graph
+
+    build_workspace_graph(workspace, layer)
     (workspace.root / GRAPH_MARKER).write_text(layer)
     return f"graph of layer '{layer}' in the store"
 
@@ -272,8 +278,11 @@ def build_graph(workspace: Workspace, layer: str) -> str:
 def detect_synapses(workspace: Workspace, plan: DemoPlan) -> str:
     """Synapse detection needs a model trained for this modality and voxel size; only the synthetic one ships."""
     if plan.checkpoint is None and SHIPPED_SYNAPSE_MODEL.is_file():
-        run_command(["synapses", "detect", "--workspace", str(workspace.root), "--image", "image",
-                     "--segmentation", "segmentation", "--model", str(SHIPPED_SYNAPSE_MODEL)])
+        from synapses.workspace_detection import detect_in_workspace
+
+        detection = detect_in_workspace(workspace, "image", "segmentation", SHIPPED_SYNAPSE_MODEL)
+        for line in detection.summary():
+            print(f"      {line}", flush=True)
         return f"detected with the small synapse model shipped for synthetic data ({SHIPPED_SYNAPSE_MODEL})"
     return ("skipped: no synapse model matched to this data's modality and voxel size ships with connectome; "
             "train one on annotated data of the same kind with 'connectome synapses train', then run "
@@ -288,11 +297,7 @@ def create_demo_users(workspace: Workspace) -> dict[str, str]:
     with store.open_store(workspace) as proofreading_store:
         for name, role in DEMO_USERS:
             logins[name] = store.add_user(proofreading_store, name, role)
-    path = workspace.root / LOGINS_FILE
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(logins, indent=1))
-    os.chmod(temporary, 0o600)
-    temporary.replace(path)
+    write_json_atomically(workspace.root / LOGINS_FILE, logins, indent=1, mode=0o600)
     return logins
 
 

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from server import fib25_download
-from server.demo import plan_demo
+from demo import fib25_download
+from demo.build import plan_demo
 from volumes.errors import RefusedError
 from volumes.workspace import Workspace
 
@@ -67,7 +67,7 @@ def test_unreachable_sources_give_a_one_line_refusal_and_the_demo_falls_back(tmp
 
 
 def test_a_demo_workspace_is_not_resumed_from_other_data(tmp_path):
-    from server.demo import _remember_source
+    from demo.build import _remember_source
     from volumes.errors import InputError
 
     workspace = Workspace.init(tmp_path / "ws")

@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from volumes.atomic import atomic_path
 from volumes.errors import RefusedError
 
 GOOGLE_FFN_URL = "https://raw.githubusercontent.com/google/ffn/master/"
@@ -74,10 +75,8 @@ def _download(url: str, path: Path) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise RefusedError(f"cannot download {url} ({reason})") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        partial.write_bytes(data)
 
 
 def _write_image(slices_dir: Path, out: Path) -> None:
@@ -85,9 +84,7 @@ def _write_image(slices_dir: Path, out: Path) -> None:
     from PIL import Image
 
     planes = [np.asarray(Image.open(io.BytesIO((slices_dir / f"iso.{z}.png").read_bytes())).convert("L")) for z in SLICES]
-    partial = out.with_name(out.name + ".part")
-    with h5py.File(partial, "w") as f:
+    with atomic_path(out) as partial, h5py.File(partial, "w") as f:
         raw = f.create_dataset("volumes/raw", data=np.stack(planes), chunks=(64, 64, 64), compression="gzip")
         raw.attrs["resolution"] = RESOLUTION_NM
         raw.attrs["offset"] = (0, 0, 0)
-    os.replace(partial, out)

@@ -2,7 +2,7 @@
 
 Run from the repository root (about 10-15 minutes on 2 CPU cores):
 
-    .venv/bin/python -m server.demo_models [--out-dir .] [--budget-minutes 20]
+    .venv/bin/python -m demo.models [--out-dir .] [--budget-minutes 20]
 
 It writes `ffn/models/synthetic.pt` (+ `synthetic-inference.toml`, the inference options
 the demo uses with it) and `synapses/models/synthetic.pt` under --out-dir, and prints the
@@ -25,7 +25,7 @@ import torch
 
 from volumes.synth import synthesize, write_cremi
 
-DEMO_SHAPE = (96, 96, 96)  # server.demo.SYNTHETIC_SHAPE, default 8 nm voxels, as `connectome synth` writes
+DEMO_SHAPE = (96, 96, 96)  # demo.build.SYNTHETIC_SHAPE, default 8 nm voxels, as `connectome synth` writes
 FFN_TRAIN_SEED = 11
 SYNAPSE_TRAIN_SEED = 12
 EVALUATION_SEED = 1  # the demo's own synthetic volume; never trained on
