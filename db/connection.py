@@ -6,6 +6,7 @@ locks the dataset's row first thing. That keeps edit ids in commit order, which 
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from sqlalchemy.orm import Session
 
 from db.models import Counter, Dataset
 from volumes.errors import InputError
+
+LOG = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -111,7 +114,8 @@ class WalCheckpointer:
                     connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 finally:
                     connection.close()
-            except Exception:  # the database went away, or the engine was disposed of for good
+            except Exception as exc:  # the database went away, or the engine was disposed of for good
+                LOG.info("WAL checkpoints stop: %s: %s", type(exc).__name__, exc)
                 self.stop()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,29 +20,17 @@ import numpy as np
 from tqdm import tqdm
 
 from volumes.errors import InputError
-from volumes.geometry import Box
+from volumes.geometry import Block, Box
 from volumes.atomic import atomic_path, write_text_atomically
 
 
-@dataclass(frozen=True)
-class Task:
-    """One unit of work: segment `read` (core + overlap), keep `core` in the final volume."""
-
-    index: int
-    core: Box
-    read: Box
-
-
-def plan_tasks(volume_box: Box, core_shape: Sequence[int], overlap: Sequence[int]) -> list[Task]:
-    """Tile `volume_box` with core boxes of `core_shape`, each read with `overlap` voxels of context per side."""
+def plan_tasks(volume_box: Box, core_shape: Sequence[int], overlap: Sequence[int]) -> list[Block]:
+    """Tile `volume_box` with core (write) boxes of `core_shape`, each read with `overlap` voxels of context per side."""
     if any(int(c) <= 0 for c in core_shape):
         raise InputError(f"subvolume size must be positive, got {tuple(core_shape)}")
     if any(int(o) < 0 for o in overlap):
         raise InputError(f"overlap must be non-negative, got {tuple(overlap)}")
-    tasks = []
-    for index, core in enumerate(volume_box.chunks(core_shape)):
-        tasks.append(Task(index, core, core.grow(overlap).intersect(volume_box)))
-    return tasks
+    return volume_box.blocks(core_shape, overlap)
 
 
 class FFNSegmenter:
@@ -73,7 +60,7 @@ def _load_model_cached(path: str):
     return load_model(path)
 
 
-def run_task(image_spec: str, task: Task, segment: Callable[[np.ndarray], np.ndarray], result_path: str) -> str:
+def run_task(image_spec: str, task: Block, segment: Callable[[np.ndarray], np.ndarray], result_path: str) -> str:
     """Worker side: read the task's box, segment it, save local labels atomically; returns the file path."""
     from volumes.io import open_volume
 
@@ -100,7 +87,7 @@ def overlap_matches(labels_a: np.ndarray, labels_b: np.ndarray, iou_threshold: f
     return pairs[iou >= iou_threshold]
 
 
-def stitch(tasks: list[Task], task_labels: list[np.ndarray], volume_box: Box, iou_threshold: float = 0.5) -> np.ndarray:
+def stitch(tasks: list[Block], task_labels: list[np.ndarray], volume_box: Box, iou_threshold: float = 0.5) -> np.ndarray:
     """Assemble task results into one uint64 volume with consecutive global ids (0 stays background)."""
     import fastremap
     from scipy.sparse import coo_matrix
@@ -129,8 +116,8 @@ def stitch(tasks: list[Task], task_labels: list[np.ndarray], volume_box: Box, io
     mapping[0] = 0
     out = np.zeros(volume_box.shape, np.uint64)
     for task, labels in zip(tasks, global_labels):
-        core = labels[task.core.slices(task.read.start)]
-        out[task.core.slices(volume_box.start)] = mapping[core]
+        core = labels[task.write_within_read()]
+        out[task.write.slices(volume_box.start)] = mapping[core]
     out, _ = fastremap.renumber(out, in_place=True, preserve_zero=True)
     return out.astype(np.uint64)
 
@@ -164,7 +151,7 @@ def segment_distributed(image_spec: str, volume_box: Box, segment: Callable[[np.
         if cluster is not None:
             cluster.close()
     task_labels = [np.load(p) for p in paths]
-    shifted_tasks = [Task(t.index, t.core.translate(np.negative(volume_box.start)), t.read.translate(np.negative(volume_box.start)))
+    shifted_tasks = [Block(t.index, t.write.translate(-volume_box.start), t.read.translate(-volume_box.start))
                      for t in tasks]
     return stitch(shifted_tasks, task_labels, Box.from_shape(volume_box.shape), iou_threshold)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
+import logging
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ from server.viewers import EDITS_STATUS_KEY, MAX_SYNAPSES_SHOWN, POST_SYNAPSE_LA
 from volumes.errors import ForbiddenError, InputError, RefusedError, UnauthorizedError
 from volumes.workspace import Workspace
 
+LOG = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.1
 # Pushing the agglomeration to every viewer costs each viewer a state rebuild: under a stream of
 # edits, push the latest at most this often (still well within the 1 s a proofreader waits).
@@ -248,7 +250,7 @@ class ProofreadingServer:
             try:
                 self.push_agglomeration()
             except Exception as exc:  # a database hiccup must not stop live updates for good
-                print(f"connectome serve: store poll failed: {type(exc).__name__}: {exc}", flush=True)
+                LOG.warning("store poll failed, retrying in 1 s: %s: %s", type(exc).__name__, exc)
                 time.sleep(1.0)
             self._stopping.wait(max(0.0, MIN_PUSH_INTERVAL_S - (time.monotonic() - started)))
 

@@ -41,8 +41,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def serve_until_interrupted(workspace: Workspace, args: argparse.Namespace, logins: dict[str, str]) -> None:
+    import logging
+
     from server.app import ProofreadingServer
 
+    # Background failures (a store poll, a viewer action) go to the module loggers; show warnings on stderr.
+    logging.basicConfig(level=logging.WARNING, format="connectome serve: %(levelname)s %(name)s: %(message)s")
     host = args.host or workspace.server_host
     port = workspace.server_port if args.port is None else args.port
     with ProofreadingServer(workspace, host=host, port=port, image_layer=args.image,

@@ -8,6 +8,7 @@ was about half the cost of an edit. An edit that fails is rolled back alone.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from db import store
 from volumes.errors import UnavailableError
+
+LOG = logging.getLogger(__name__)
 
 MAX_EDITS_PER_TRANSACTION = 32  # bounds how long the first edit of a group waits for the last
 
@@ -72,6 +75,7 @@ class EditQueue:
         try:
             outcomes = store.apply_edits(self.store, [edit for edit, _ in live])
         except Exception as exc:  # noqa: BLE001 (the transaction failed: every edit in it failed)
+            LOG.warning("a group of %d edits failed to commit: %s: %s", len(live), type(exc).__name__, exc)
             for _, future in live:
                 future.set_exception(exc)
             return

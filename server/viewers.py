@@ -15,6 +15,7 @@ Edits themselves run on the server's worker threads, never on the tornado thread
 """
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from typing import Callable
@@ -24,6 +25,8 @@ import neuroglancer
 from server.auth import Caller
 from server.services import ServerServices
 from volumes.errors import ConnectomeError
+
+LOG = logging.getLogger(__name__)
 
 
 IMAGE_LAYER = "image"
@@ -162,6 +165,7 @@ class UserViewer:
             except ConnectomeError as exc:
                 message = f"refused: {exc}"
             except Exception as exc:  # the viewer must stay usable whatever the store does
+                LOG.exception("%s's viewer action failed", self.caller.name)
                 message = f"failed: {type(exc).__name__}: {exc}"
             self.set_status(f"{self.caller.name}: {message}")
 

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import cc3d
 import numpy as np
+import tinybrain
 
 from volumes.errors import InputError, RefusedError
 from volumes.geometry import Box
@@ -104,24 +105,25 @@ def working_factors(source_resolution_nm: Sequence[float], working_resolution_nm
     return tuple(int(f) for f in factors)
 
 
-def _blocks(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
-    """View `array` as (z, fz, y, fy, x, fx) blocks, trimming the partial blocks at the far edges."""
+def _whole_blocks(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    """`array` without the partial blocks at its far edges (a working voxel needs all its source voxels)."""
     z, y, x = (s // f for s, f in zip(array.shape, factors))
-    trimmed = array[: z * factors[0], : y * factors[1], : x * factors[2]]
-    return trimmed.reshape(z, factors[0], y, factors[1], x, factors[2])
+    return np.ascontiguousarray(array[: z * factors[0], : y * factors[1], : x * factors[2]])
 
 
 def downsample_mean(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    """Average `factors` blocks into one working voxel (tinybrain, as the image pyramids are made)."""
     if all(f == 1 for f in factors):
         return array
-    return _blocks(array, factors).mean(axis=(1, 3, 5))
+    return tinybrain.downsample_with_averaging(_whole_blocks(array, factors), tuple(int(f) for f in factors))[0]
 
 
 def downsample_any(mask: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     """A working voxel is set when any of its source voxels is (thin clefts survive)."""
     if all(f == 1 for f in factors):
         return mask
-    return _blocks(mask, factors).any(axis=(1, 3, 5))
+    blocks = _whole_blocks(mask, factors).astype(np.uint8)
+    return tinybrain.downsample_with_max_pooling(blocks, tuple(int(f) for f in factors))[0].astype(bool)
 
 
 def open_image(spec: str, resolution_nm: Sequence[float] | None) -> Volume:

@@ -14,16 +14,25 @@ RESOLUTION_NM = (8.0, 8.0, 8.0)
 SLAB = 16  # voxels of z per supervoxel
 
 
-def build_synth_workspace(root: Path, seed: int = 3):
-    """(workspace, tokens by user name, supervoxel ids largest first); users ana, ben (proofreaders), boss, vic."""
+def build_synth_workspace(root: Path, seed: int = 3, shape: tuple[int, int, int] = SHAPE,
+                          piece_zyx: tuple[int, int, int] = (SLAB, 0, 0)):
+    """(workspace, tokens by user name, supervoxel ids largest first); users ana, ben (proofreaders), boss, vic.
+
+    Each neuron is cut into pieces on a grid of `piece_zyx` voxels (0: no cut along that axis).
+    """
     from volumes.precomputed import write_layer
     from volumes.synth import synthesize
     from volumes.workspace import Workspace
 
-    volume = synthesize(SHAPE, seed, RESOLUTION_NM, synapses_per_cubic_um=0.0)
+    volume = synthesize(shape, seed, RESOLUTION_NM, synapses_per_cubic_um=0.0)
     neurons = volume["neuron_ids"].astype(np.uint64)
-    slab = (np.arange(SHAPE[0]) // SLAB).astype(np.uint64)[:, None, None]
-    labels = np.where(neurons > 0, neurons * 10 + slab + 1, 0).astype(np.uint64)
+    cell = np.zeros(shape, dtype=np.uint64)
+    for axis, size in enumerate(piece_zyx):
+        if size:
+            index = (np.arange(shape[axis]) // size).astype(np.uint64)
+            cells_along = np.uint64(-(-shape[axis] // size))
+            cell = cell * cells_along + index.reshape([-1 if a == axis else 1 for a in range(3)])
+    labels = np.where(neurons > 0, neurons * np.uint64(10 if cell.max() < 9 else 1000) + cell + 1, 0).astype(np.uint64)
     workspace = Workspace.init(root)
     write_layer(workspace.layer_path("image"), volume["raw"], RESOLUTION_NM, "image", progress=False)
     write_layer(workspace.layer_path("segmentation"), labels, RESOLUTION_NM, "segmentation", progress=False)

@@ -50,8 +50,8 @@ def test_plan_tiles_the_volume_exactly():
     tasks = plan_tasks(box, (32, 32, 32), (8, 8, 8))
     covered = np.zeros(box.shape, np.int32)
     for task in tasks:
-        covered[task.core.slices()] += 1
-        assert task.read.contains(task.core) and box.contains(task.read)
+        covered[task.write.slices()] += 1
+        assert task.read.contains(task.write) and box.contains(task.read)
     assert (covered == 1).all()
     with pytest.raises(InputError):
         plan_tasks(box, (0, 32, 32), (8, 8, 8))

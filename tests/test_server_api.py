@@ -1,4 +1,5 @@
-"""The proofreading server's HTTP API, auth, live agglomeration push and file confinement, on a FIB-25 crop.
+"""The proofreading server's HTTP API, auth, live agglomeration push and file confinement, on a synthetic
+workspace (always) and on a FIB-25 crop (when the data is there).
 
 One server per module (Neuroglancer allows one per process), on 127.0.0.1 and a free port.
 """
@@ -45,11 +46,34 @@ def build_fib25_workspace(root: Path, fib25_h5: Path, mesh: bool = False):
     return workspace, tokens, largest
 
 
+SYNTH_SHAPE = (48, 96, 96)
+SYNTH_PIECES = (8, 48, 48)  # each synthetic neuron cut into up to 24 supervoxels
+
+
+@pytest.fixture(scope="module", params=["synthetic", "fib25"])
+def built(request, tmp_path_factory):
+    """(workspace, tokens, supervoxels largest first, the image as written): every API test runs on a
+    workspace from `connectome synth` (always, also on a clean clone) and on the FIB-25 crop."""
+    root = tmp_path_factory.mktemp(f"api-{request.param}") / "ws"
+    if request.param == "synthetic":
+        from synth_workspace import RESOLUTION_NM as SYNTH_RESOLUTION_NM, build_synth_workspace
+        from volumes.synth import synthesize
+
+        workspace, tokens, supervoxels = build_synth_workspace(root, shape=SYNTH_SHAPE, piece_zyx=SYNTH_PIECES)
+        image = synthesize(SYNTH_SHAPE, 3, SYNTH_RESOLUTION_NM, synapses_per_cubic_um=0.0)["raw"]
+    else:
+        fib25_h5 = request.getfixturevalue("fib25_h5")
+        workspace, tokens, supervoxels = build_fib25_workspace(root, fib25_h5)
+        with h5py.File(fib25_h5, "r") as f:
+            image = f["volumes/raw"][CROP]
+    return workspace, tokens, supervoxels, image
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, fib25_h5):
+def served(built):
     from server.app import ProofreadingServer
 
-    workspace, tokens, supervoxels = build_fib25_workspace(tmp_path_factory.mktemp("api") / "ws", fib25_h5)
+    workspace, tokens, supervoxels, _ = built
     server = ProofreadingServer(workspace, port=0)  # default host: 127.0.0.1
     yield server, tokens, supervoxels
     server.close()
@@ -349,18 +373,16 @@ def test_no_route_reads_outside_the_workspace_layers(served):
         assert secret_text not in body and b"root:" not in body, path
 
 
-def test_chunks_are_served_gzip_encoded_with_cors(served, fib25_h5):
+def test_chunks_are_served_gzip_encoded_with_cors(served, built):
     server, tokens, _ = served
     info = requests.get(f"{server.url}/data/image/info", headers=auth(tokens["vic"])).json()
     scale = info["scales"][0]
-    x, y, z = scale["chunk_sizes"][0]
+    x, y, z = (min(c, s) for c, s in zip(scale["chunk_sizes"][0], scale["size"]))  # the first chunk, clipped to the volume
     answer = requests.get(f"{server.url}/data/image/{scale['key']}/0-{x}_0-{y}_0-{z}", headers=auth(tokens["vic"]))
     assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == "*"
     assert answer.headers["Content-Encoding"] == "gzip"
     chunk = np.frombuffer(answer.content, dtype=np.uint8).reshape(z, y, x)  # requests undid the gzip encoding
-    with h5py.File(fib25_h5, "r") as f:
-        expected = f["volumes/raw"][CROP][:z, :y, :x]
-    np.testing.assert_array_equal(chunk, expected)
+    np.testing.assert_array_equal(chunk, built[3][:z, :y, :x])
 
 
 @pytest.mark.slow

@@ -1,7 +1,14 @@
-"""Voxel boxes (z, y, x) and their conversion to and from nanometres.
+"""Voxel geometry, written once: coordinates, boxes, blocks with context, and voxel <-> nm conversion.
 
-Voxel coordinates are integer (z, y, x) tuples; physical positions are
-nanometres and carry `_nm` in their names.
+Voxel coordinates are integer (z, y, x) `Coordinate`s (tuples with elementwise arithmetic);
+physical positions are nanometres and carry `_nm` in their names. A voxel index names the voxel
+whose *corner* sits at `index * resolution + offset` (Neuroglancer's and precomputed's convention);
+`voxel_to_nm(..., at=CENTRE)` asks for the voxel's centre instead, as centroids and synapse sites do.
+
+Blockwise work follows daisy's model: `Box.blocks(write_shape, context)` gives each block the box
+it writes (the tiles cover the volume once) and the larger box it reads (write box plus context,
+clipped to the volume unless asked otherwise). FFN subvolumes, synapse detection, meshing and
+import all tile through it.
 """
 from __future__ import annotations
 
@@ -13,6 +20,53 @@ import numpy as np
 from volumes.errors import InputError
 
 Zyx = tuple[int, int, int]
+CORNER = "corner"
+CENTRE = "centre"
+
+
+class Coordinate(tuple):
+    """Three integers z, y, x with elementwise +, -, *, // (against a Coordinate, a sequence or a number)."""
+
+    def __new__(cls, values: Sequence[int]) -> "Coordinate":
+        values = tuple(int(v) for v in values)
+        if len(values) != 3:
+            raise InputError(f"a coordinate has three values z, y, x, got {values}")
+        return super().__new__(cls, values)
+
+    @staticmethod
+    def _other(other: "Sequence[int] | int") -> tuple:
+        return (other,) * 3 if isinstance(other, (int, np.integer)) else tuple(other)
+
+    def __add__(self, other):
+        return Coordinate(a + b for a, b in zip(self, self._other(other)))
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return Coordinate(a - b for a, b in zip(self, self._other(other)))
+
+    def __rsub__(self, other):
+        return Coordinate(b - a for a, b in zip(self, self._other(other)))
+
+    def __mul__(self, other):
+        return Coordinate(a * b for a, b in zip(self, self._other(other)))
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other):
+        return Coordinate(a // b for a, b in zip(self, self._other(other)))
+
+    def __neg__(self):
+        return Coordinate(-a for a in self)
+
+    def ceil_div(self, other) -> "Coordinate":
+        return Coordinate(-(-a // b) for a, b in zip(self, self._other(other)))
+
+    def minimum(self, other) -> "Coordinate":
+        return Coordinate(min(a, b) for a, b in zip(self, self._other(other)))
+
+    def maximum(self, other) -> "Coordinate":
+        return Coordinate(max(a, b) for a, b in zip(self, self._other(other)))
 
 
 def parse_zyx(text: str, what: str = "value", as_float: bool = False) -> tuple:
@@ -37,10 +91,9 @@ class Box:
     stop: Zyx
 
     def __post_init__(self):
-        start = tuple(int(v) for v in self.start)
-        stop = tuple(int(v) for v in self.stop)
-        if len(start) != 3 or len(stop) != 3:
+        if len(tuple(self.start)) != 3 or len(tuple(self.stop)) != 3:
             raise InputError("a box needs three start and three stop coordinates (z, y, x)")
+        start, stop = Coordinate(self.start), Coordinate(self.stop)
         if any(b < a for a, b in zip(start, stop)):
             raise InputError(f"box stop {stop} is before its start {start}")
         object.__setattr__(self, "start", start)
@@ -48,8 +101,8 @@ class Box:
 
     @classmethod
     def from_shape(cls, shape: Sequence[int], start: Sequence[int] = (0, 0, 0)) -> "Box":
-        start = tuple(int(v) for v in start)
-        return cls(start, tuple(a + int(s) for a, s in zip(start, shape)))
+        start = Coordinate(start)
+        return cls(start, start + Coordinate(shape))
 
     @classmethod
     def parse(cls, text: str) -> "Box":
@@ -67,8 +120,8 @@ class Box:
         return box
 
     @property
-    def shape(self) -> Zyx:
-        return tuple(b - a for a, b in zip(self.start, self.stop))
+    def shape(self) -> Coordinate:
+        return self.stop - self.start
 
     @property
     def size(self) -> int:
@@ -82,37 +135,71 @@ class Box:
         return all(a <= c and d <= b for a, b, c, d in zip(self.start, self.stop, other.start, other.stop))
 
     def intersect(self, other: "Box") -> "Box":
-        start = tuple(max(a, b) for a, b in zip(self.start, other.start))
-        stop = tuple(max(s, min(a, b)) for s, a, b in zip(start, self.stop, other.stop))
-        return Box(start, stop)
+        start = self.start.maximum(other.start)
+        return Box(start, self.stop.minimum(other.stop).maximum(start))
 
     def translate(self, delta: Sequence[int]) -> "Box":
-        return Box(tuple(a + int(d) for a, d in zip(self.start, delta)), tuple(b + int(d) for b, d in zip(self.stop, delta)))
+        return Box(self.start + delta, self.stop + delta)
 
-    def grow(self, margin: Sequence[int] | int) -> "Box":
-        m = (margin,) * 3 if isinstance(margin, (int, np.integer)) else tuple(margin)
-        return Box(tuple(a - int(d) for a, d in zip(self.start, m)), tuple(b + int(d) for b, d in zip(self.stop, m)))
+    def grow(self, low: Sequence[int] | int, high: Sequence[int] | int | None = None) -> "Box":
+        """The box with `low` voxels more before its start and `high` (default: `low`) after its stop."""
+        return Box(self.start - low, self.stop + (low if high is None else high))
 
     def slices(self, relative_to: Sequence[int] = (0, 0, 0)) -> tuple[slice, slice, slice]:
         return tuple(slice(a - o, b - o) for a, b, o in zip(self.start, self.stop, relative_to))
 
     def chunks(self, chunk_shape: Sequence[int]) -> Iterator["Box"]:
-        """Tile the box with chunk_shape boxes (the last ones clipped)."""
-        ranges = [range(a, b, int(c)) for a, b, c in zip(self.start, self.stop, chunk_shape)]
-        for z in ranges[0]:
-            for y in ranges[1]:
-                for x in ranges[2]:
-                    start = (z, y, x)
-                    stop = tuple(min(s + int(c), b) for s, c, b in zip(start, chunk_shape, self.stop))
-                    yield Box(start, stop)
+        """Tile the box with chunk_shape boxes (the last ones clipped), z-major."""
+        return (block.write for block in self.blocks(chunk_shape))
+
+    def blocks(self, write_shape: Sequence[int], context: Sequence[int] | int = 0,
+               context_high: Sequence[int] | int | None = None, clip: bool = True) -> list["Block"]:
+        """Blocks whose write boxes tile this box (the last ones clipped), z-major.
+
+        Each reads its write box grown by `context` before and `context_high` (default: `context`)
+        after, clipped to this box. With `clip=False` every read box has the same shape, write_shape
+        plus both contexts, placed at the write box's start (daisy's "overhang"): for a network with
+        a fixed input, whose reader pads what lies outside the volume.
+        """
+        write_shape = Coordinate(write_shape)
+        if any(w <= 0 for w in write_shape):
+            raise InputError(f"block size must be positive, got {tuple(write_shape)}")
+        counts = self.shape.ceil_div(write_shape)
+        result = []
+        for index, corner in enumerate(np.ndindex(*counts)):
+            start = self.start + write_shape * corner
+            write = Box(start, (start + write_shape).minimum(self.stop))
+            if clip:
+                read = write.grow(context, context_high).intersect(self)
+            else:
+                read = Box(start, start + write_shape).grow(context, context_high)
+            result.append(Block(index, write, read))
+        return result
 
     def __str__(self) -> str:
-        return ",".join(str(v) for v in self.start + self.stop)
+        return ",".join(str(v) for v in (*self.start, *self.stop))
 
 
-def voxel_to_nm(zyx: Sequence[float], resolution_nm: Sequence[float], offset_nm: Sequence[float] = (0, 0, 0)) -> np.ndarray:
-    """Voxel index (z, y, x) to physical position in nm (the voxel's corner, as Neuroglancer places it)."""
-    return np.asarray(zyx, dtype=np.float64) * np.asarray(resolution_nm, dtype=np.float64) + np.asarray(offset_nm, dtype=np.float64)
+@dataclass(frozen=True)
+class Block:
+    """One unit of blockwise work: it reads `read` (its write box plus context) and writes `write`."""
+
+    index: int
+    write: Box
+    read: Box
+
+    def write_within_read(self) -> tuple[slice, slice, slice]:
+        """Where the write box lies in an array holding the read box."""
+        return self.write.slices(relative_to=self.read.start)
+
+
+def voxel_to_nm(zyx: Sequence[float], resolution_nm: Sequence[float], offset_nm: Sequence[float] = (0, 0, 0),
+                at: str = CORNER) -> np.ndarray:
+    """Voxel index (z, y, x; fractional allowed) to physical position in nm: its corner, or its centre with at=CENTRE."""
+    if at not in (CORNER, CENTRE):
+        raise ValueError(f"at must be {CORNER!r} or {CENTRE!r}, not {at!r}")
+    voxel = np.asarray(zyx, dtype=np.float64) + (0.5 if at == CENTRE else 0.0)
+    return voxel * np.asarray(resolution_nm, dtype=np.float64) + np.asarray(offset_nm, dtype=np.float64)
 
 
 def nm_to_voxel(position_nm: Sequence[float], resolution_nm: Sequence[float], offset_nm: Sequence[float] = (0, 0, 0)) -> np.ndarray:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from volumes.atomic import atomic_path
 from volumes.errors import InputError
-from volumes.geometry import Box
+from volumes.geometry import Block, Box
 from volumes.workspace import read_layer_info
 from volumes.workspace import Workspace
 
@@ -73,17 +73,18 @@ def mesh_segmentation(
     fragments_dir.mkdir(parents=True, exist_ok=True)
 
     mesher = zmesh.Mesher(tuple(resolution_nm[::-1]))  # zmesh works in x, y, z
-    chunks = list(Box.from_shape(volume.shape).chunks(chunk_shape))
+    # one voxel of context towards the upper neighbours, so surfaces meet at chunk borders
+    chunks = Box.from_shape(volume.shape).blocks(chunk_shape, 0, 1)
     # The bar counts voxels, advanced supervoxel by supervoxel inside each chunk: a small volume is
     # one chunk, and a bar over chunks sat at 0/1 for the whole run.
     bar = tqdm(total=int(np.prod(volume.shape)), unit="voxel", unit_scale=True, desc=f"meshing {layer_name}",
                disable=not progress, dynamic_ncols=True)
     meshed = 0
     for index, chunk in enumerate(chunks):
-        done_marker = partial_dir / f"{_chunk_name(chunk)}.done"
+        done_marker = partial_dir / f"{_chunk_name(chunk.write)}.done"
         bar.set_postfix_str(f"chunk {index + 1}/{len(chunks)}", refresh=True)
         if done_marker.exists():
-            bar.update(int(np.prod(chunk.shape)))
+            bar.update(chunk.write.size)
             continue
         meshed += _mesh_chunk(volume, chunk, mesher, resolution_nm, offset_nm, simplification_factor,
                               max_simplification_error_nm, fragments_dir, bar)
@@ -93,22 +94,21 @@ def mesh_segmentation(
     return _publish_meshes(layer_path, info, partial_dir)
 
 
-def _mesh_chunk(volume, chunk: Box, mesher, resolution_nm, offset_nm, simplification_factor, max_error_nm,
+def _mesh_chunk(volume, chunk: Block, mesher, resolution_nm, offset_nm, simplification_factor, max_error_nm,
                 fragments_dir: Path, bar: tqdm) -> int:
     """Mesh one chunk (grown by one voxel towards its upper neighbours) into fragment files; returns how many.
 
     `bar` advances by the chunk's voxels, a share after each supervoxel's mesh.
     """
-    whole = Box.from_shape(volume.shape)
-    padded = Box(chunk.start, tuple(s + 1 for s in chunk.stop)).intersect(whole)
-    chunk_voxels = int(np.prod(chunk.shape))
+    padded = chunk.read
+    chunk_voxels = chunk.write.size
     labels_zyx = np.asarray(volume.read(padded))
     if not labels_zyx.any():
         bar.update(chunk_voxels)
         return 0
     mesher.mesh(np.ascontiguousarray(labels_zyx).T)  # a transposed C array is x, y, z Fortran order
     chunk_origin_nm = (np.asarray(padded.start, dtype=np.float64) * resolution_nm + offset_nm)[::-1]
-    name = _chunk_name(chunk)
+    name = _chunk_name(chunk.write)
     ids = list(mesher.ids())
     advanced, written = 0, 0
     for number, segment_id in enumerate(ids, start=1):
