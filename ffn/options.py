@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from volumes.errors import InputError
+from volumes.options_file import check_option_names, read_toml
 
 
 PRECISIONS = ("fp32", "bf16", "fp16", "tf32")
@@ -215,15 +215,8 @@ def load_options(path: str | Path | None, **overrides) -> InferenceOptions:
         if path.suffix in (".pbtxt", ".txt", ".pb"):
             values = {f.name: getattr(options_from_request(read_pbtxt(path), str(path)), f.name) for f in fields(InferenceOptions)}
         else:
-            try:
-                data = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise InputError(f"{path} is not valid TOML: {exc}") from None
+            data = read_toml(path, "options file")
             data = data.get("inference", data)
-            known = {f.name for f in fields(InferenceOptions)}
-            unknown = set(data) - known
-            if unknown:
-                raise InputError(f"{path}: unknown inference option(s) {', '.join(sorted(unknown))}")
-            values = data
+            values = check_option_names(InferenceOptions, data, f"{path}: inference options")
     values.update({k: v for k, v in overrides.items() if v is not None})
     return InferenceOptions(**values)

@@ -20,8 +20,7 @@ import itertools
 import json
 import math
 import time
-import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,6 +33,7 @@ from ffn.model import FFNConfig, build_model, load_model, save_model
 from ffn.partitions import EXCLUDED, TrainingCentres, compute_partitions
 from volumes.errors import InputError
 from volumes.geometry import Box
+from volumes.options_file import options_from_table, read_toml
 from volumes.atomic import atomic_path, write_json_atomically, write_text_atomically
 
 STATE_FILE = "training-state.pt"
@@ -96,23 +96,14 @@ class TrainingOptions:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainingOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return options_from_table(cls, data, "training options")
 
 
 def load_training_config(path: str | Path | None) -> tuple[dict, TrainingOptions]:
     """Read a TOML file with optional [model] (FFNConfig fields) and [training] tables."""
     if path is None:
         return {}, TrainingOptions()
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"training config {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"training config {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "training config")
     unknown = set(data) - {"model", "training"}
     if unknown:
         raise InputError(f"training config {path}: unknown table(s) {', '.join(sorted(unknown))} (use [model] and [training])")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import tomli_w
 
 from volumes.atomic import write_text_atomically
 from volumes.errors import InputError
+from volumes.options_file import read_toml
 
 CONFIG_NAME = "connectome.toml"
 LAYER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -36,10 +36,7 @@ class Workspace:
         config_path = self.root / CONFIG_NAME
         if not config_path.is_file():
             raise InputError(f"{self.root} is not a workspace (no {CONFIG_NAME}); create one with 'connectome init {root}'")
-        try:
-            self.config = tomllib.loads(config_path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{config_path}: invalid TOML ({exc})") from None
+        self.config = read_toml(config_path, "workspace config")
 
     @classmethod
     def init(cls, root: str | Path) -> "Workspace":
