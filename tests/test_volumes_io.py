@@ -141,3 +141,83 @@ def test_one_bit_sections_read_as_black_and_white(tmp_path):
     assert volume.dtype == np.uint8
     np.testing.assert_array_equal(data[0], data[1])
     assert set(np.unique(data)) == {0, 255}
+
+
+def _mask() -> np.ndarray:
+    mask = np.zeros((8, 10), bool)
+    mask[2:5, 3:9] = True
+    return mask
+
+
+def test_a_palette_png_whose_index_0_is_white_reads_by_its_colours(tmp_path):
+    """The case from the field: a binary mask saved with index 0 = white, 1 = black reads white where it is 0."""
+    from PIL import Image
+
+    mask = _mask()  # True where the mask is black (drawn), i.e. palette index 1
+    section = Image.fromarray(mask.astype(np.uint8), mode="P")
+    section.putpalette([255, 255, 255, 0, 0, 0])
+    section.save(tmp_path / "0.png")
+    data = open_volume(tmp_path).read()[0]
+    np.testing.assert_array_equal(data, np.where(mask, 0, 255))
+    assert (data > 0).mean() == pytest.approx(1 - mask.mean())  # the white background, not the index, is 255
+
+
+def test_a_colour_palette_is_a_label_table(tmp_path):
+    from PIL import Image
+
+    labels = np.zeros((8, 10), np.uint8)
+    labels[1:4, 1:4], labels[5:7, 2:9] = 1, 2
+    section = Image.fromarray(labels, mode="P")
+    section.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0])
+    section.save(tmp_path / "0.png")
+    np.testing.assert_array_equal(open_volume(tmp_path).read()[0], labels)
+
+
+def test_16_bit_and_grey_rgb_sections_read_as_grey(tmp_path):
+    import tifffile
+    from PIL import Image
+
+    grey = (np.arange(80).reshape(8, 10) * 800).astype(np.uint16)
+    for name in ("png", "tif"):
+        (tmp_path / name).mkdir()
+    Image.fromarray(grey).save(tmp_path / "png" / "0.png")
+    tifffile.imwrite(tmp_path / "tif" / "0.tif", grey)
+    for name in ("png", "tif"):
+        read = open_volume(tmp_path / name).read()[0]
+        assert read.dtype == np.uint16
+        np.testing.assert_array_equal(read, grey)
+    eight = (grey // 256).astype(np.uint8)
+    rgb = np.repeat(eight[..., None], 3, axis=2)
+    (tmp_path / "rgb").mkdir()
+    Image.fromarray(rgb, mode="RGB").save(tmp_path / "rgb" / "0.png")
+    tifffile.imwrite(tmp_path / "rgb" / "1.tif", rgb, photometric="rgb")
+    data = open_volume(tmp_path / "rgb").read()
+    np.testing.assert_array_equal(data[0], eight)
+    np.testing.assert_array_equal(data[1], eight)
+
+
+def test_colour_sections_are_refused_with_one_line(tmp_path):
+    from PIL import Image
+
+    rgb = np.zeros((8, 10, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb, mode="RGB").save(tmp_path / "0.png")
+    with pytest.raises(InputError, match="colour image"):
+        open_volume(tmp_path).read()
+
+
+def test_palette_and_one_bit_tiffs(tmp_path):
+    import tifffile
+    from PIL import Image
+
+    mask = _mask()
+    palette = Image.fromarray(mask.astype(np.uint8), mode="P")
+    palette.putpalette([255, 255, 255, 0, 0, 0])
+    (tmp_path / "p").mkdir()
+    palette.save(tmp_path / "p" / "0.tif")
+    with tifffile.TiffFile(tmp_path / "p" / "0.tif") as handle:
+        assert handle.pages[0].photometric == tifffile.PHOTOMETRIC.PALETTE  # really a palette TIFF
+    np.testing.assert_array_equal(open_volume(tmp_path / "p").read()[0], np.where(mask, 0, 255))
+    (tmp_path / "b").mkdir()
+    Image.fromarray(mask).convert("1").save(tmp_path / "b" / "0.tif")
+    np.testing.assert_array_equal(open_volume(tmp_path / "b").read()[0], np.where(mask, 255, 0))

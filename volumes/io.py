@@ -283,24 +283,77 @@ def _open_stack(spec: str, files: list[Path], resolution_nm) -> Volume:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """One section as a 2-D array; colour images are refused rather than silently converted."""
+    """One section as a 2-D array, read by what its pixels mean rather than how they are stored.
+
+    The rule (PNG and TIFF alike):
+    - grey images (8, 16 or 32 bit, float) are read as stored;
+    - 1-bit images are black/white: 0 and 255, as PIL converts mode "1" to "L";
+    - palette images whose palette entries are all grey (r = g = b) are images or masks drawn in grey:
+      each pixel is its entry's grey value, so a mask whose index 0 is white reads white where it is 0;
+    - palette images with colours are label tables: each pixel is its palette index (a label id);
+    - RGB(A) images are read as grey when their three channels are equal (alpha ignored), else refused:
+      there is no single meaning for colour here.
+    """
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            image = tifffile.imread(path)
+            image, palette = _read_tiff_section(path)
         else:
-            from PIL import Image
-
-            with Image.open(path) as handle:
-                image = np.asarray(handle)
+            image, palette = _read_png_section(path)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"{path}: cannot read image ({reason(exc)})") from None
+    if palette is not None:
+        image = _resolve_palette(image, palette)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        rgb = image[..., :3]
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise InputError(f"{path}: a colour image; convert it to greyscale (or a label image) first")
+        image = np.ascontiguousarray(rgb[..., 0])
+    if image.ndim == 3 and image.shape[2] == 2:  # grey + alpha
+        image = np.ascontiguousarray(image[..., 0])
     if image.ndim != 2:
         raise InputError(f"{path}: expected a single-channel 2-D image, got shape {image.shape}")
     if image.dtype == bool:  # 1-bit images mean black/white: 0/255, as PIL converts mode "1" to "L"
         image = image.astype(np.uint8) * np.uint8(255)
     return image
+
+
+def _read_png_section(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(pixels, palette as (n, 3) RGB or None) of a PNG, or any image PIL opens."""
+    from PIL import Image
+
+    with Image.open(path) as handle:
+        if handle.mode in ("P", "PA"):
+            palette = np.asarray(handle.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
+            return np.asarray(handle.convert("P") if handle.mode == "PA" else handle), palette
+        return np.asarray(handle), None
+
+
+def _read_tiff_section(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(pixels, palette as (n, 3) or None) of a TIFF's first page; a TIFF palette is 16 bit per channel."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as handle:
+        page = handle.pages[0]
+        image = page.asarray()
+        if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
+            # TIFF colormaps are 16 bit per channel; writers store 8-bit colours as x * 257 or x << 8,
+            # and either way the high byte is the colour as shown.
+            colormap = (np.asarray(page.colormap).T >> 8).astype(np.uint8)  # (n, 3)
+            return image, colormap
+    return image, None
+
+
+def _resolve_palette(indices: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Grey palettes give each pixel its grey value (in the palette's own depth); colour palettes keep the index."""
+    used = np.unique(indices)
+    if used.size and int(used.max()) >= len(palette):
+        return indices  # indices beyond the palette: only the index has a meaning
+    entries = palette[used]
+    if entries.size and np.all(entries == entries[:, :1]):
+        return palette[:, 0][indices]
+    return indices
 
 
 def _read_json(path: Path) -> dict:
