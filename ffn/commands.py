@@ -69,6 +69,10 @@ def _register_segment(commands, workspace: argparse.ArgumentParser) -> None:
                         help="average the network's output over this many flipped/transposed copies of each FOV "
                              "(default 1, Google's): different labels, usually better for a weakly trained network, "
                              "at that many times the compute")
+    parser.add_argument("--normalize", choices=["model", "volume", "clahe"],
+                        help="image intensities the network sees: model (the model's mean/stddev, default), volume "
+                             "(this image's own mean/stddev, sampled blockwise) or clahe (local contrast equalised "
+                             "blockwise first); recorded in run.json")
     parser.add_argument("--threads", type=int, help="CPU threads for the network")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing layer (the saved state of the same request is reused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,7 +92,7 @@ def _segment(args: argparse.Namespace) -> int:
     if args.max_segments is not None and args.max_segments < 1:
         raise InputError(f"--max-segments must be at least 1, got {args.max_segments}")
     options = load_options(args.options, precision=args.precision, max_segments=args.max_segments, compile=args.compile,
-                           averaged_views=args.averaged_views)
+                           averaged_views=args.averaged_views, normalize=args.normalize)
     bbox = Box.parse(args.bbox) if args.bbox else None
     if args.subvolume_size:
         return _segment_distributed(args, options, bbox)

@@ -11,6 +11,7 @@ interrupted run resumes with the tasks still missing.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -36,10 +37,13 @@ def plan_tasks(volume_box: Box, core_shape: Sequence[int], overlap: Sequence[int
 class FFNSegmenter:
     """Picklable per-task FFN segmentation; each worker process loads the model once."""
 
-    def __init__(self, model_path: str | Path, options_dict: dict, threads: int = 1):
+    def __init__(self, model_path: str | Path, options_dict: dict, threads: int = 1,
+                 image_mean_stddev: tuple[float, float] | None = None):
+        """`image_mean_stddev`: the whole volume's statistics when the run normalises by them (not the task's own)."""
         self.model_path = str(model_path)
         self.options_dict = options_dict
         self.threads = threads
+        self.image_mean_stddev = image_mean_stddev
 
     def __call__(self, image_zyx: np.ndarray) -> np.ndarray:
         import torch
@@ -49,6 +53,9 @@ class FFNSegmenter:
 
         torch.set_num_threads(self.threads)
         model, config = _load_model_cached(self.model_path)
+        if self.image_mean_stddev is not None:
+            config = dataclasses.replace(config, image_mean=self.image_mean_stddev[0],
+                                         image_stddev=self.image_mean_stddev[1])
         labels, _ = segment_subvolume(image_zyx, model, config, InferenceOptions(**self.options_dict))
         return labels
 
@@ -165,12 +172,17 @@ def run_distributed_segmentation(workspace, image_name: str, model_path: str | P
     from dataclasses import asdict
 
     from ffn.model import load_model
+    from ffn.normalization import image_statistics
     from ffn.segment_run import open_run
     from volumes.precomputed import write_layer
 
     out_layer, volume, box = open_run(workspace, image_name, out_name, bbox, overwrite)
     load_model(model_path)  # a bad model file fails here, before any worker starts
-    segmenter = FFNSegmenter(Path(model_path).resolve(), asdict(options))
+    if options.normalize == "clahe":
+        raise InputError("--normalize clahe is not available with --subvolume-size yet; use volume, or segment "
+                         "without subvolumes")
+    statistics = image_statistics(volume.read, volume.box) if options.normalize == "volume" else None
+    segmenter = FFNSegmenter(Path(model_path).resolve(), asdict(options), image_mean_stddev=statistics)
     labels = segment_distributed(volume.spec, box, segmenter, workspace.root / "ffn-runs" / out_name / "tasks",
                                  core_shape, overlap, scheduler=scheduler, n_workers=n_workers, progress=progress)
     return write_layer(out_layer, labels, volume.resolution_nm, layer_type="segmentation", overwrite=True,

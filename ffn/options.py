@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from volumes.errors import InputError
+
+NORMALIZATIONS = ("model", "volume", "clahe")  # ffn/normalization.py implements them
 from volumes.options_file import check_option_names, read_toml
 
 
@@ -45,6 +47,9 @@ class InferenceOptions:
     batch_size: int = 1  # canvases per forward pass
     compile: bool = False  # TorchInductor with frozen weights: fused conv+ReLU/add; ~20 s to compile, pays off on long runs
     max_segments: int | None = None
+    # The image intensities the network sees: "model" (the model file's mean/stddev, Google's), "volume"
+    # (the image's own, sampled blockwise) or "clahe" (local contrast equalised first); see ffn/normalization.py.
+    normalize: str = "model"
 
     def __post_init__(self):
         for name in ("init_activation", "pad_value", "move_threshold", "segment_threshold"):
@@ -60,6 +65,8 @@ class InferenceOptions:
         if int(self.batch_size) < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
         self.batch_size = int(self.batch_size)
+        if self.normalize not in NORMALIZATIONS:
+            raise InputError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
         if int(self.averaged_views) not in VIEW_COUNTS:
             raise InputError(f"averaged_views must be one of {VIEW_COUNTS}, got {self.averaged_views}")
         self.averaged_views = int(self.averaged_views)

@@ -82,14 +82,19 @@ def run_segmentation(workspace, image_name: str, model_path: str | Path, out_nam
     """Segment `image_name` (or its `bbox`, treated as the whole volume) and write layer `out_name`."""
     from volumes.precomputed import write_layer
 
+    from ffn.normalization import prepare_image
+
     out_layer, volume, box = open_run(workspace, image_name, out_name, bbox, overwrite)
     model, config = load_model(model_path)
+    image, config, normalization = prepare_image(volume.read, box, config, options.normalize,
+                                                 statistics_box=volume.box, progress=progress)
     if threads:
         torch.set_num_threads(threads)
     run_dir = workspace.root / "ffn-runs" / out_name
     run_dir.mkdir(parents=True, exist_ok=True)
     request = {"image": image_name, "bbox": [list(box.start), list(box.stop)], "model": _file_digest(Path(model_path)),
-               "options": {k: v for k, v in asdict(options).items() if k not in ("max_segments", "batch_size", "channels_last", "compile")}}
+               "options": {k: v for k, v in asdict(options).items() if k not in ("max_segments", "batch_size", "channels_last", "compile")},
+               "normalization": normalization}
     state_path, request_path = run_dir / "state.npz", run_dir / "run.json"
     state = None
     if state_path.exists():
@@ -100,7 +105,7 @@ def run_segmentation(workspace, image_name: str, model_path: str | Path, out_nam
             state = _load_state(state_path)
     write_json_atomically(request_path, request, indent=1)
 
-    canvas = Canvas(volume.read(box), config, options)
+    canvas = Canvas(image, config, options)
     if state is not None:
         canvas.restore(state)
     else:

@@ -38,6 +38,9 @@ def register(ffn_subparsers) -> None:
                              "included, as best-model.pt (needs --val-bbox; the config's keep_best_margin sets the "
                              "smallest gain that counts)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: GPU when present)")
+    parser.add_argument("--normalize", choices=["model", "volume", "clahe"],
+                        help="image intensities: model (the [model] mean/stddev), volume (the training image's own, "
+                             "stored in the model file) or clahe (train on the CLAHE-equalised image)")
     parser.set_defaults(func=run_train)
 
 
@@ -53,6 +56,8 @@ def run_train(args: argparse.Namespace) -> int:
         options.device = args.device
     if args.keep_best:
         options.keep_best = args.keep_best
+    if args.normalize is not None:
+        options.normalize = args.normalize
     image_volume, label_volume = open_volume(args.image), open_volume(args.labels)
     if image_volume.shape != label_volume.shape:
         raise InputError(f"image shape {image_volume.shape} differs from label shape {label_volume.shape}")
@@ -73,7 +78,12 @@ def run_train(args: argparse.Namespace) -> int:
             held_out.append(Box(tuple(np.subtract(overlap.start, train_box.start)), tuple(np.subtract(overlap.stop, train_box.start))))
         inference_options = InferenceOptions(pad_value=options.seed_pad, move_threshold=options.move_threshold,
                                              max_segments=args.val_max_segments, compile=args.val_compile)
-        validator = BlockValidator(image_volume.read(val_box), label_volume.read(val_box),
+        val_image = image_volume.read(val_box)
+        if options.normalize == "clahe":  # the network trains on equalised images, so it is validated on one
+            from ffn.normalization import clahe
+
+            val_image = clahe(lambda box: val_image[box.slices()], Box.from_shape(val_image.shape))
+        validator = BlockValidator(val_image, label_volume.read(val_box),
                                    label_volume.resolution_nm, inference_options)
     record = train(image, labels, args.out, options, model_fields, args.init, mask, held_out, validator,
                    max_minutes=args.max_minutes)

@@ -31,6 +31,7 @@ from torch import nn
 
 from ffn.model import FFNConfig, build_model, load_model, save_model
 from ffn.partitions import EXCLUDED, TrainingCentres, compute_partitions
+from ffn.options import NORMALIZATIONS
 from volumes.errors import InputError
 from volumes.geometry import Box
 from volumes.options_file import options_from_table, read_toml
@@ -70,6 +71,10 @@ class TrainingOptions:
     validate_every: int = 0  # 0: only at the end
     keep_best: str = ""  # a validation metric to minimise (e.g. voi_sum): best-model.pt keeps the best weights
     keep_best_margin: float = 0.0  # a candidate must beat the kept weights by this fraction of their (non-negative) value
+    # "model": the [model] image_mean/image_stddev (default 128/33); "volume": the training image's own, stored in
+    # the model file so inference with --normalize model uses them; "clahe": train on the CLAHE-equalised image
+    # (segment with --normalize clahe then). See ffn/normalization.py.
+    normalize: str = "model"
     log_every: int = 50
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -88,6 +93,8 @@ class TrainingOptions:
             raise InputError("lr_decay_steps must be non-negative and lr_final_fraction lie in [0, 1]")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.normalize not in NORMALIZATIONS:
+            raise InputError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
         if not 0 <= self.keep_best_margin < 1:
             raise InputError(f"keep_best_margin must lie in [0, 1), got {self.keep_best_margin}")
         for name in ("seed_pad", "move_threshold", "label_true", "label_false"):
@@ -400,6 +407,13 @@ def train(image: np.ndarray, labels: np.ndarray, out_dir: str | Path, options: T
         model = build_model(config)
     else:
         model, config = _initial_model(init_model, dict(model_fields or {}), options.seed)
+    if options.normalize != "model":
+        from ffn.normalization import prepare_image
+
+        whole = Box.from_shape(image.shape)
+        image, normalized, _ = prepare_image(lambda box: image[box.slices()], whole, config, options.normalize)
+        if resume is None:  # a resumed run keeps the statistics it started with
+            config = normalized
     rng = np.random.default_rng(options.seed)
     device = pick_device(options.device)
     source = ExampleSource(image, labels, config, options, rng, mask, held_out_boxes)

@@ -373,3 +373,56 @@ def test_averaged_views_refuse_counts_without_a_closed_set_and_unequal_y_x_fov_s
     with pytest.raises(InputError, match="y and x sizes must agree"):
         ForwardRunner(wide, "fp32", views=2)
     ForwardRunner(wide, "fp32", views=1)  # one view needs no transpose
+
+
+def test_volume_normalisation_makes_a_darker_image_segment_as_the_original(tmp_path, workspace, capsys):
+    """A darker, flatter copy of the image (another microscope's contrast) floods nothing with the model's
+    mean/stddev; with its own statistics it segments exactly like the original does with its own."""
+    from ffn.evaluation import evaluate_segmentation
+    from volumes.io import open_volume
+
+    common, truth = _write_toy(tmp_path, workspace)
+    image = np.load(tmp_path / "image.npy")
+    np.save(tmp_path / "dark.npy", np.rint(image * 0.6 + 10).astype(np.uint8))
+    dark = [*common[:common.index("--image") + 1], str(tmp_path / "dark.npy"), *common[common.index("--image") + 2:]]
+    assert main(["ffn", "segment", *common, "--out", "original", "--normalize", "volume"]) == 0
+    assert main(["ffn", "segment", *dark, "--out", "dark_model"]) == 0
+    assert main(["ffn", "segment", *dark, "--out", "dark_volume", "--normalize", "volume"]) == 0
+    read = {name: np.asarray(open_volume(workspace.layer_url(name)).read())
+            for name in ("original", "dark_model", "dark_volume")}
+    assert evaluate_segmentation(read["dark_volume"], read["original"])["voi_sum"] <= 0.1
+    assert evaluate_segmentation(read["dark_volume"], truth)["voi_sum"] <= 0.1
+    assert evaluate_segmentation(read["dark_model"], truth)["voi_sum"] > 0.5  # the model's 128/50 misreads it
+    recorded = json.loads((workspace.root / "ffn-runs/dark_volume/run.json").read_text())
+    assert recorded["normalization"]["method"] == "volume"
+    assert recorded["normalization"]["image_mean"] == pytest.approx(float(np.rint(image * 0.6 + 10).mean()), abs=1e-3)
+    with pytest.raises(SystemExit) as refused:  # argparse's own one-line usage error, exit status 2
+        main(["ffn", "segment", *common, "--out", "x", "--normalize", "sideways"])
+    assert refused.value.code == 2 and "invalid choice: 'sideways'" in capsys.readouterr().err
+    with pytest.raises(InputError, match="normalize must be one of model, volume, clahe"):
+        toy_options(normalize="sideways")
+
+
+def test_clahe_runs_block_by_block_and_keeps_the_image_shape():
+    from ffn import normalization
+    from volumes.geometry import Box
+
+    image, _ = cells_image(cells=3)
+    box = Box.from_shape(image.shape)
+    whole = normalization.clahe(lambda b: image[b.slices()], box)
+    assert whole.shape == image.shape and whole.dtype == np.uint8 and whole.std() > 0
+    reads = []
+
+    def read(b):
+        reads.append(b.size)
+        return image[b.slices()]
+
+    saved = normalization.CLAHE_BLOCK_ZYX
+    try:
+        normalization.CLAHE_BLOCK_ZYX = (16, 16, 16)
+        blockwise = normalization.clahe(read, box)
+    finally:
+        normalization.CLAHE_BLOCK_ZYX = saved
+    assert len(reads) > 1 and max(reads) < image.size  # bounded by the block and its context, not the volume
+    assert blockwise.shape == image.shape
+    assert np.corrcoef(blockwise.ravel().astype(float), whole.ravel().astype(float))[0, 1] > 0.8
