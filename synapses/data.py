@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cc3d
 import numpy as np
@@ -34,27 +34,41 @@ POLARITY_GAP_NM = 10.0  # voxels this close to the plane are ignored: either sid
 
 @dataclass
 class Region:
-    """The part of a source volume in use: its z range (sections) and the xy downsampling to the working resolution."""
+    """The part of a source volume in use: its z range (sections) and its scale to the working resolution.
+
+    `scale` is working voxel size / source voxel size per axis (z, y, x). Whole factors (1, 4, 4)
+    average blocks of source voxels (tinybrain, exactly as before); any other ratio, up or down to
+    MAX_RESAMPLING, resamples: working voxel centres are sampled (trilinear) from the source after a
+    Gaussian anti-aliasing blur of sigma (ratio - 1) / 2 source voxels where it shrinks (scikit-image's rule).
+    """
 
     volume: Volume
     z_range: tuple[int, int]
-    factors: tuple[int, int, int]
+    scale: tuple[float, float, float]
+
+    @property
+    def factors(self) -> tuple[int, int, int] | None:
+        """The scale as whole averaging factors, or None when it is not one."""
+        return integer_factors(self.scale)
 
     @property
     def source_box(self) -> Box:
         """The source voxels used: whole working voxels only."""
         shape = self.volume.shape
-        usable = [(self.z_range[1] - self.z_range[0]) // self.factors[0] * self.factors[0],
-                  shape[1] // self.factors[1] * self.factors[1], shape[2] // self.factors[2] * self.factors[2]]
+        depth = self.z_range[1] - self.z_range[0]
+        factors = self.factors
+        if factors is None:
+            return Box((self.z_range[0], 0, 0), (self.z_range[1], shape[1], shape[2]))
+        usable = [depth // factors[0] * factors[0], shape[1] // factors[1] * factors[1], shape[2] // factors[2] * factors[2]]
         return Box((self.z_range[0], 0, 0), (self.z_range[0] + usable[0], usable[1], usable[2]))
 
     @property
     def working_shape(self) -> tuple[int, int, int]:
-        return tuple(s // f for s, f in zip(self.source_box.shape, self.factors))
+        return tuple(max(1, int(np.floor(s / f + 1e-9))) for s, f in zip(self.source_box.shape, self.scale))
 
     @property
     def working_resolution_nm(self) -> tuple[float, float, float]:
-        return tuple(r * f for r, f in zip(self.volume.resolution_nm, self.factors))
+        return tuple(float(r * f) for r, f in zip(self.volume.resolution_nm, self.scale))
 
     @property
     def origin_nm(self) -> np.ndarray:
@@ -69,11 +83,46 @@ class Region:
         return (np.asarray(position_nm, dtype=np.float64) - self.origin_nm) / np.asarray(self.working_resolution_nm) - 0.5
 
     def read_working(self, box: Box | None = None) -> np.ndarray:
-        """Read a box given in working voxels, averaged down from the source (float32)."""
+        """Read a box given in working voxels, averaged down or resampled from the source (float32)."""
         box = box or Box.from_shape(self.working_shape)
-        source = Box(tuple(s * f + o for s, f, o in zip(box.start, self.factors, self.source_box.start)),
-                     tuple(s * f + o for s, f, o in zip(box.stop, self.factors, self.source_box.start)))
-        return downsample_mean(self.volume.read(source).astype(np.float32), self.factors)
+        factors = self.factors
+        if factors is not None:
+            source = Box(box.start * factors + self.source_box.start, box.stop * factors + self.source_box.start)
+            return downsample_mean(self.volume.read(source).astype(np.float32), factors)
+        return self._resample(box, lambda source: self.volume.read(source).astype(np.float32), order=1, blur=True)
+
+    def mask_to_working(self, mask: np.ndarray) -> np.ndarray:
+        """A source mask of `source_box` at working resolution: set where any source voxel under it is."""
+        factors = self.factors
+        if factors is not None:
+            return downsample_any(mask, factors)
+        from scipy import ndimage
+
+        footprint = tuple(max(1, int(np.ceil(s))) for s in self.scale)
+        grown = ndimage.maximum_filter(mask.astype(np.uint8), size=footprint) if max(footprint) > 1 else mask
+        local = Box.from_shape(mask.shape)
+        return self._resample(Box.from_shape(self.working_shape),
+                              lambda source: np.asarray(grown)[source.translate(-self.source_box.start).intersect(local)
+                                                               .slices()], order=0, blur=False) > 0
+
+    def _resample(self, box: Box, read: Callable[[Box], np.ndarray], order: int, blur: bool) -> np.ndarray:
+        """Working voxels of `box` sampled from the source at their centres (source_box frame)."""
+        from scipy import ndimage
+
+        scale = np.asarray(self.scale, dtype=np.float64)
+        sigma = np.maximum(0.0, (scale - 1.0) / 2.0) if blur else np.zeros(3)
+        margin = np.ceil(3.0 * sigma).astype(int) + 2
+        centres = [(np.arange(a, b) + 0.5) * s - 0.5 for a, b, s in zip(box.start, box.stop, scale)]
+        low = np.array([int(np.floor(c[0])) for c in centres]) - margin
+        high = np.array([int(np.ceil(c[-1])) + 1 for c in centres]) + margin
+        limit = np.asarray(self.source_box.shape)
+        low, high = np.clip(low, 0, limit), np.clip(high, 0, limit)
+        source = Box(self.source_box.start + low, self.source_box.start + high)
+        data = np.asarray(read(source), dtype=np.float32)
+        if np.any(sigma > 0):
+            data = ndimage.gaussian_filter(data, sigma, mode="nearest")
+        grid = np.meshgrid(*[c - lo for c, lo in zip(centres, low)], indexing="ij")
+        return ndimage.map_coordinates(data, grid, order=order, mode="nearest").astype(np.float32)
 
 
 def parse_sections(text: str | None, depth: int, what: str = "--sections") -> tuple[int, int]:
@@ -93,16 +142,35 @@ def parse_sections(text: str | None, depth: int, what: str = "--sections") -> tu
     return start, stop
 
 
-def working_factors(source_resolution_nm: Sequence[float], working_resolution_nm: Sequence[float]) -> tuple[int, int, int]:
-    """Integer downsampling factors from the source to the working resolution, or refuse clearly."""
+MAX_RESAMPLING = 8.0  # beyond this either way the model would see another kind of image
+
+
+def working_scale(source_resolution_nm: Sequence[float], working_resolution_nm: Sequence[float]) -> tuple[float, float, float]:
+    """Working / source voxel size per axis (any ratio within MAX_RESAMPLING either way), or refuse with the reason."""
     ratios = np.asarray(working_resolution_nm, dtype=float) / np.asarray(source_resolution_nm, dtype=float)
+    if np.any(ratios > MAX_RESAMPLING) or np.any(ratios < 1 / MAX_RESAMPLING):
+        raise RefusedError(
+            f"the model works at {tuple(working_resolution_nm)} nm but the image is {tuple(source_resolution_nm)} nm: "
+            f"a ratio of {', '.join(f'{r:.3g}x' for r in ratios)} is beyond the {MAX_RESAMPLING:g}x either way that "
+            "resampling can bridge; train a model nearer this image's resolution")
+    factors = integer_factors(ratios)
+    return tuple(float(f) for f in factors) if factors is not None else tuple(float(r) for r in ratios)
+
+
+def integer_factors(scale: Sequence[float]) -> tuple[int, int, int] | None:
+    """Whole averaging factors when every ratio is within 2% of a whole number >= 1, else None."""
+    ratios = np.asarray(scale, dtype=float)
     factors = np.rint(ratios)
     if np.any(factors < 1) or np.any(np.abs(ratios - factors) > 0.02 * factors):
-        raise RefusedError(
-            f"the model works at {tuple(working_resolution_nm)} nm but the image is {tuple(source_resolution_nm)} nm; "
-            "it can only average the image down by whole factors: train a model at this image's resolution"
-        )
+        return None
     return tuple(int(f) for f in factors)
+
+
+def describe_scale(scale: Sequence[float]) -> str:
+    factors = integer_factors(scale)
+    if factors is not None:
+        return f"averaged down by {factors}"
+    return "resampled by " + " x ".join(f"{s:.3g}" for s in scale) + " (z, y, x; anti-aliased where it shrinks)"
 
 
 def _whole_blocks(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
@@ -169,7 +237,7 @@ def _truth_from_mask(spec: str, region: Region, resolution_nm) -> GroundTruth:
     centroids = np.asarray(statistics["centroids"][1:], dtype=np.float64).reshape(-1, 3)
     source_resolution = np.asarray(region.volume.resolution_nm)
     sites_nm = region.origin_nm + (centroids + 0.5) * source_resolution
-    return GroundTruth(site_mask=downsample_any(components > 0, region.factors), polarity=None, sites_nm=sites_nm)
+    return GroundTruth(site_mask=region.mask_to_working(components > 0), polarity=None, sites_nm=sites_nm)
 
 
 def _truth_from_annotations(spec: str, region: Region) -> GroundTruth:
@@ -213,7 +281,7 @@ def _cleft_mask(spec: str, region: Region) -> np.ndarray | None:
             return None
     clefts = open_volume(f"{spec}:volumes/labels/clefts").read(region.source_box)
     mask = (clefts != 0) & (clefts != np.iinfo(np.uint64).max)
-    return downsample_any(mask, region.factors)
+    return region.mask_to_working(mask)
 
 
 def _distance_field(center_vox: np.ndarray, resolution: np.ndarray, shape, radius_nm: float):

@@ -273,12 +273,11 @@ def detect(model: SynapseModel, image: Volume, segmentation: Volume | None = Non
            block_shape: Sequence[int] | None = None, batch_size: int = 4, device: str = "cpu",
            threshold: float | None = None, min_size_voxels: int | None = None, progress: bool = False) -> DetectionResult:
     """Predict over the image (blockwise, any size), extract sites, and assign partners when a segmentation is given."""
-    from synapses.data import working_factors
+    from synapses.data import working_scale
 
     if segmentation is not None:
         check_same_shape(image, segmentation)
-    factors = working_factors(image.resolution_nm, model.resolution_nm)
-    region = Region(image, z_range or (0, image.shape[0]), factors)
+    region = Region(image, z_range or (0, image.shape[0]), working_scale(image.resolution_nm, model.resolution_nm))
     if any(s < 1 for s in region.working_shape):
         raise InputError(f"{image.spec}: shape {image.shape} is smaller than one voxel at the model's resolution {model.resolution_nm} nm")
     model.network.to(device)

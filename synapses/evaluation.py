@@ -85,7 +85,7 @@ def evaluate_model(model_path: str, image_spec: str, synapses_spec: str, resolut
                    sections: str | None, segmentation_spec: str | None = None, device: str = "cpu",
                    threshold: float | None = None, min_size_voxels: int | None = None, progress: bool = False) -> dict:
     """Detect on the sections and score against the ground truth; returns the JSON-ready report."""
-    from synapses.data import Region, load_ground_truth, open_image, parse_sections, working_factors
+    from synapses.data import Region, load_ground_truth, open_image, parse_sections, working_scale
     from synapses.detection import detect
     from synapses.model import load_model
     from volumes.io import open_volume
@@ -93,7 +93,7 @@ def evaluate_model(model_path: str, image_spec: str, synapses_spec: str, resolut
     model = load_model(model_path, device)
     image = open_image(image_spec, resolution_nm)
     z_range = parse_sections(sections, image.shape[0])
-    region = Region(image, z_range, working_factors(image.resolution_nm, model.resolution_nm))
+    region = Region(image, z_range, working_scale(image.resolution_nm, model.resolution_nm))
     truth = load_ground_truth(synapses_spec, region, resolution_nm)
     segmentation = open_volume(segmentation_spec, resolution_nm=resolution_nm or image.resolution_nm) if segmentation_spec else None
     result = detect(model, image, segmentation, z_range, device=device, threshold=threshold,

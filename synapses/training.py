@@ -58,7 +58,8 @@ def train(image_spec: str, synapses_spec: str, resolution_nm: Sequence[float] | 
     """Train a detector on the given sections and write it to `out` (atomically)."""
     device = choose_device(options.device)
     volume = open_image(image_spec, resolution_nm)
-    region = Region(volume, parse_sections(sections, volume.shape[0], "--train-sections"), tuple(options.downsample))
+    region = Region(volume, parse_sections(sections, volume.shape[0], "--train-sections"),
+                    tuple(float(f) for f in options.downsample))
     if any(s < 1 for s in region.working_shape):
         raise InputError(f"{image_spec}: too small for --downsample {options.downsample}")
     truth = load_ground_truth(synapses_spec, region, resolution_nm)
@@ -218,7 +219,7 @@ def _calibrate(model: SynapseModel, image, truth: GroundTruth, region: Region, c
     if len(held_out) < 3:
         return
     prediction = _validation_prediction(model.network, image, cut, device)
-    slab_region = Region(region.volume, region.z_range, region.factors)
+    slab_region = Region(region.volume, region.z_range, region.scale)
     best = None
     for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
         for size_factor in (1, 2, 4, 8, 16):

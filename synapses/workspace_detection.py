@@ -35,7 +35,7 @@ def detect_in_workspace(workspace: Workspace, image_layer: str, segmentation_lay
                         block_shape: tuple[int, int, int] | None = None, batch_size: int = 4, device: str = "auto",
                         add_to_store: bool = True, progress: bool = True) -> WorkspaceDetection:
     """Detect synapses, write them as a precomputed annotation layer and (by default) make them the store's synapses."""
-    from synapses.data import working_factors
+    from synapses.data import describe_scale, working_scale
     from synapses.detection import detect
     from synapses.export import store_rows, write_annotation_layer
     from synapses.model import load_model
@@ -49,11 +49,11 @@ def detect_in_workspace(workspace: Workspace, image_layer: str, segmentation_lay
     model = load_model(model_path, chosen)
     image = open_volume(workspace.layer_url(image_layer))
     segmentation = open_volume(workspace.layer_url(segmentation_layer))
-    factors = working_factors(image.resolution_nm, model.resolution_nm)
+    scale = working_scale(image.resolution_nm, model.resolution_nm)
     resampling_note = None
-    if factors != (1, 1, 1):
+    if scale != (1.0, 1.0, 1.0):
         resampling_note = (f"note: the model works at {model.resolution_nm} nm; the image ({image.resolution_nm} nm) "
-                           f"is averaged down by {factors}")
+                           f"is {describe_scale(scale)}")
     result = detect(model, image, segmentation, block_shape=block_shape, batch_size=batch_size, device=chosen,
                     threshold=threshold, min_size_voxels=min_size_voxels, progress=progress)
     extent_nm = [s * r for s, r in zip(image.shape, image.resolution_nm)]

@@ -88,14 +88,23 @@ def test_evaluate_reports_site_and_partner_scores(synthetic, tmp_path):
     assert report["true_sites"] == len(synthetic["volume"]["annotations"]["partners"])
 
 
-def test_model_at_another_resolution_is_refused(workspace, synthetic, capsys):
+def test_an_image_at_another_resolution_is_resampled_and_a_far_one_refused(workspace, synthetic, capsys):
+    """7 nm voxels for a 10 nm model: resampled (anti-aliased), detected, and sites reported in the image's nm."""
     volume = synthetic["volume"]
     write_layer(workspace.layer_path("em7"), volume["raw"], (7, 7, 7), progress=False)
     write_layer(workspace.layer_path("seg7"), volume["neuron_ids"], (7, 7, 7), layer_type="segmentation", progress=False)
     status = connectome(["synapses", "detect", "-w", str(workspace.root), "--image", "em7", "--segmentation", "seg7",
+                         "--model", str(synthetic["model"]), "--threshold", "0.05", "--no-store"])
+    assert status == 0
+    assert "is resampled by 1.43 x 1.43 x 1.43" in capsys.readouterr().out
+    write_layer(workspace.layer_path("em1"), volume["raw"], (1, 1, 1), progress=False)
+    write_layer(workspace.layer_path("seg1"), volume["neuron_ids"], (1, 1, 1), layer_type="segmentation", progress=False)
+    status = connectome(["synapses", "detect", "-w", str(workspace.root), "--image", "em1", "--segmentation", "seg1",
                          "--model", str(synthetic["model"]), "--no-store"])
     assert status == 1
-    assert "the model works at (10.0, 10.0, 10.0) nm but the image is (7.0, 7.0, 7.0) nm" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the model works at (10.0, 10.0, 10.0) nm but the image is (1.0, 1.0, 1.0) nm" in err
+    assert "a ratio of 10x, 10x, 10x is beyond the 8x either way" in err
 
 
 def test_segmentation_of_another_shape_is_an_input_error(detect_workspace, synthetic, capsys):
