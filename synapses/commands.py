@@ -32,6 +32,8 @@ def _register_train(commands) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="training blocks per step (default 4)")
     parser.add_argument("--patch", help="training patch z,y,x in working voxels (default from the resolution)")
     parser.add_argument("--downsample", default="1,1,1", help="average z,y,x voxels into one working voxel (e.g. 1,4,4 for speed on CPU)")
+    parser.add_argument("--working-resolution", help="train at this voxel size z,y,x in nm instead (any ratio to the "
+                                                     "image's within 8x: the image is resampled, anti-aliased)")
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate (default 0.002)")
     parser.add_argument("--validation-fraction", type=float, default=0.15, help="share of x held out for validation")
     parser.add_argument("--seed", type=int, default=0, help="random seed of weights and sampling; the same seed repeats a run (default 0)")
@@ -94,6 +96,8 @@ def run_train(args: argparse.Namespace) -> int:
         iterations=_positive_int(args.iterations, "--iterations"), batch_size=_positive_int(args.batch_size, "--batch-size"),
         patch_shape=parse_zyx(args.patch, "--patch") if args.patch else None, learning_rate=args.learning_rate,
         downsample=parse_zyx(args.downsample, "--downsample"), validation_fraction=args.validation_fraction,
+        working_resolution_nm=(parse_zyx(args.working_resolution, "--working-resolution", as_float=True)
+                               if args.working_resolution else None),
         seed=args.seed, device=args.device, initial_model=args.initial_model,
     )
     if any(f < 1 for f in options.downsample):

@@ -68,7 +68,7 @@ class Region:
 
     @property
     def working_resolution_nm(self) -> tuple[float, float, float]:
-        return tuple(float(r * f) for r, f in zip(self.volume.resolution_nm, self.scale))
+        return tuple(round(float(r * f), 6) for r, f in zip(self.volume.resolution_nm, self.scale))
 
     @property
     def origin_nm(self) -> np.ndarray:

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from synapses.data import GroundTruth, Region, load_ground_truth, normalize_image, open_image, parse_sections
+from synapses.data import (GroundTruth, Region, load_ground_truth, normalize_image, open_image, parse_sections,
+                           working_scale)
 from synapses.detection import Prediction, extract_sites, predict_blocks
 from synapses.evaluation import site_scores
 from synapses.model import NetworkConfig, SynapseModel, SynapseUNet, pooling_for_resolution
@@ -36,6 +37,8 @@ class TrainingOptions:
     patch_shape: tuple[int, int, int] | None = None  # working voxels; None: chosen from the resolution
     learning_rate: float = 2e-3
     downsample: tuple[int, int, int] = (1, 1, 1)  # source voxels averaged into one working voxel, z, y, x
+    # or: the working voxel size itself (z, y, x nm), any ratio to the image's within 8x (resampled); wins over downsample
+    working_resolution_nm: tuple[float, float, float] | None = None
     widths: tuple[int, ...] = (8, 16, 32)
     validation_fraction: float = 0.15
     checkpoint_every: int = 100
@@ -58,10 +61,11 @@ def train(image_spec: str, synapses_spec: str, resolution_nm: Sequence[float] | 
     """Train a detector on the given sections and write it to `out` (atomically)."""
     device = choose_device(options.device)
     volume = open_image(image_spec, resolution_nm)
-    region = Region(volume, parse_sections(sections, volume.shape[0], "--train-sections"),
-                    tuple(float(f) for f in options.downsample))
+    scale = (working_scale(volume.resolution_nm, options.working_resolution_nm) if options.working_resolution_nm
+             else tuple(float(f) for f in options.downsample))
+    region = Region(volume, parse_sections(sections, volume.shape[0], "--train-sections"), scale)
     if any(s < 1 for s in region.working_shape):
-        raise InputError(f"{image_spec}: too small for --downsample {options.downsample}")
+        raise InputError(f"{image_spec}: too small for a working resolution of {region.working_resolution_nm} nm")
     truth = load_ground_truth(synapses_spec, region, resolution_nm)
     if not truth.site_mask.any():
         raise InputError(f"{synapses_spec}: no synaptic sites in the training sections; nothing to learn from")

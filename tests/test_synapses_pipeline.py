@@ -107,6 +107,22 @@ def test_an_image_at_another_resolution_is_resampled_and_a_far_one_refused(works
     assert "a ratio of 10x, 10x, 10x is beyond the 8x either way" in err
 
 
+def test_training_at_a_chosen_working_resolution_resamples_the_image(synthetic, workspace, tmp_path, capsys):
+    path = synthetic["h5"]
+    model_path = tmp_path / "m13.pt"
+    status = connectome(["synapses", "train", "--image", f"{path}:volumes/raw", "--synapses", str(path),
+                         "--working-resolution", "13,13,13", "--iterations", "2", "--batch-size", "1",
+                         "--validation-fraction", "0", "--out", str(model_path)])
+    assert status == 0
+    assert load_model(model_path).resolution_nm == (13.0, 13.0, 13.0)
+    volume = synthetic["volume"]
+    write_layer(workspace.layer_path("em"), volume["raw"], RESOLUTION, progress=False)
+    write_layer(workspace.layer_path("seg"), volume["neuron_ids"], RESOLUTION, layer_type="segmentation", progress=False)
+    status = connectome(["synapses", "detect", "-w", str(workspace.root), "--image", "em", "--segmentation", "seg",
+                         "--model", str(model_path), "--threshold", "0.05", "--no-store"])
+    assert status == 0 and "is resampled by 1.3 x 1.3 x 1.3" in capsys.readouterr().out
+
+
 def test_segmentation_of_another_shape_is_an_input_error(detect_workspace, synthetic, capsys):
     write_layer(detect_workspace.layer_path("small"), synthetic["volume"]["neuron_ids"][:, :32], RESOLUTION,
                 layer_type="segmentation", progress=False)
