@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ffn import train_commands
-from ffn.options import PRECISIONS, VIEW_COUNTS
+from ffn.options import NORMALIZATIONS, PRECISIONS, VIEW_COUNTS
 from volumes.errors import InputError
 from volumes.geometry import Box, parse_zyx
 
@@ -69,7 +69,7 @@ def _register_segment(commands, workspace: argparse.ArgumentParser) -> None:
                         help="average the network's output over this many flipped/transposed copies of each FOV "
                              "(default 1, Google's): different labels, usually better for a weakly trained network, "
                              "at that many times the compute")
-    parser.add_argument("--normalize", choices=["model", "volume", "clahe"],
+    parser.add_argument("--normalize", choices=list(NORMALIZATIONS),
                         help="image intensities the network sees: model (the model's mean/stddev, default), volume "
                              "(this image's own mean/stddev, sampled blockwise) or clahe (local contrast equalised "
                              "blockwise first); recorded in run.json")

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ffn.model import FFNConfig
-from ffn.options import NORMALIZATIONS
+from ffn.options import check_normalization
 from volumes.errors import InputError
 from volumes.geometry import Box
 
@@ -31,12 +31,6 @@ CLAHE_CONTEXT_ZYX = CLAHE_KERNEL_ZYX  # read around each block so its borders se
 CLAHE_CLIP_LIMIT = 0.01  # scikit-image's default
 
 Reader = Callable[[Box], np.ndarray]
-
-
-def check_normalization(method: str) -> str:
-    if method not in NORMALIZATIONS:
-        raise InputError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, not {method!r}")
-    return method
 
 
 def image_statistics(read: Reader, box: Box) -> tuple[float, float]:

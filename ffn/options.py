@@ -17,6 +17,13 @@ import numpy as np
 from volumes.errors import InputError
 
 NORMALIZATIONS = ("model", "volume", "clahe")  # ffn/normalization.py implements them
+
+
+def check_normalization(method: str) -> str:
+    """`method` if it is one of NORMALIZATIONS (inference and training options both check through here)."""
+    if method not in NORMALIZATIONS:
+        raise InputError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, not {method!r}")
+    return method
 from volumes.options_file import check_option_names, read_toml
 
 
@@ -65,8 +72,7 @@ class InferenceOptions:
         if int(self.batch_size) < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
         self.batch_size = int(self.batch_size)
-        if self.normalize not in NORMALIZATIONS:
-            raise InputError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
+        check_normalization(self.normalize)
         if int(self.averaged_views) not in VIEW_COUNTS:
             raise InputError(f"averaged_views must be one of {VIEW_COUNTS}, got {self.averaged_views}")
         self.averaged_views = int(self.averaged_views)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from ffn.options import NORMALIZATIONS
 from volumes.errors import InputError
 from volumes.geometry import Box
 
@@ -38,7 +39,7 @@ def register(ffn_subparsers) -> None:
                              "included, as best-model.pt (needs --val-bbox; the config's keep_best_margin sets the "
                              "smallest gain that counts)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: GPU when present)")
-    parser.add_argument("--normalize", choices=["model", "volume", "clahe"],
+    parser.add_argument("--normalize", choices=list(NORMALIZATIONS),
                         help="image intensities: model (the [model] mean/stddev), volume (the training image's own, "
                              "stored in the model file) or clahe (train on the CLAHE-equalised image)")
     parser.set_defaults(func=run_train)

@@ -31,7 +31,7 @@ from torch import nn
 
 from ffn.model import FFNConfig, build_model, load_model, save_model
 from ffn.partitions import EXCLUDED, TrainingCentres, compute_partitions
-from ffn.options import NORMALIZATIONS
+from ffn.options import check_normalization
 from volumes.errors import InputError
 from volumes.geometry import Box
 from volumes.options_file import options_from_table, read_toml
@@ -93,8 +93,7 @@ class TrainingOptions:
             raise InputError("lr_decay_steps must be non-negative and lr_final_fraction lie in [0, 1]")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.normalize not in NORMALIZATIONS:
-            raise InputError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
+        check_normalization(self.normalize)
         if not 0 <= self.keep_best_margin < 1:
             raise InputError(f"keep_best_margin must lie in [0, 1), got {self.keep_best_margin}")
         for name in ("seed_pad", "move_threshold", "label_true", "label_false"):

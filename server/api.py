@@ -31,15 +31,10 @@ EXPORT_TABLES = {"synapses": store.synapse_table, "edges": store.edge_table, "ne
 EXPORT_FORMATS = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 
 
-def parse_id(value: Any, what: str) -> int:
-    """A positive 64-bit id given as a JSON number or a string of ASCII digits; HTTP 400 otherwise."""
-    return ids.parse_id(value, what)
-
-
 def parse_id_list(value: Any, what: str) -> list[int]:
     if not isinstance(value, list) or not value or len(value) > MAX_SEEDS:
         raise InputError(f"{what} must be a list of 1 to {MAX_SEEDS} ids")
-    return [parse_id(item, what) for item in value]
+    return [ids.parse_id(item, what) for item in value]
 
 
 def parse_int(text: str | None, what: str, default: int, minimum: int) -> int:
@@ -193,7 +188,7 @@ class UndoRedoHandler(ApiHandler):
     async def post(self) -> None:
         caller = await self.caller("proofreader")
         body = self.json_body()
-        edit_id = parse_id(body["edit_id"], "edit_id") if body.get("edit_id") is not None else None
+        edit_id = ids.parse_id(body["edit_id"], "edit_id") if body.get("edit_id") is not None else None
         target, result = await self.edit(self.server.edit_undo_or_redo, caller, self.operation, edit_id)
         self.send(edit_result_json(result, target_edit_id=target))
 
@@ -211,7 +206,7 @@ class HistoryHandler(ApiHandler):
 class NeuronSynapsesHandler(ApiHandler):
     async def get(self, root: str) -> None:
         await self.caller()
-        root_id = parse_id(root, "root id")
+        root_id = ids.parse_id(root, "root id")
         at = parse_at(self.get_query_argument("at", None))
         table = await self.call(self._synapses, root_id, at)
         rows = json.loads(table.to_json(orient="records"))

@@ -65,11 +65,6 @@ def uses_cookie(request: tornado.httputil.HTTPServerRequest) -> bool:
     return not request.headers.get("Authorization", "").startswith("Bearer ")
 
 
-def error_status(exc: BaseException | None, default: int) -> int:
-    """The HTTP status of an exception a handler raised: a ConnectomeError carries its own."""
-    return exc.http_status if isinstance(exc, ConnectomeError) else default
-
-
 @tornado.web.stream_request_body
 class GuardedHandler(tornado.web.RequestHandler):
     """A handler whose checks run on the headers, before any of the body is read.
@@ -116,8 +111,9 @@ class GuardedHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        status_code = error_status(exc, status_code)
-        self.set_status(status_code)
+        if isinstance(exc, ConnectomeError):  # tornado set 500 for it; the error knows its own status
+            status_code = exc.http_status
+            self.set_status(status_code)
         self.write_error_body(status_code, str(exc) if isinstance(exc, ConnectomeError) else None)
 
     def write_error_body(self, status_code: int, message: str | None) -> None:

@@ -100,10 +100,10 @@ class Region:
 
         footprint = tuple(max(1, int(np.ceil(s))) for s in self.scale)
         grown = ndimage.maximum_filter(mask.astype(np.uint8), size=footprint) if max(footprint) > 1 else mask
-        local = Box.from_shape(mask.shape)
-        return self._resample(Box.from_shape(self.working_shape),
-                              lambda source: np.asarray(grown)[source.translate(-self.source_box.start).intersect(local)
-                                                               .slices()], order=0, blur=False) > 0
+        def read(source: Box) -> np.ndarray:
+            return grown[source.slices(relative_to=self.source_box.start)]
+
+        return self._resample(Box.from_shape(self.working_shape), read, order=0, blur=False) > 0
 
     def _resample(self, box: Box, read: Callable[[Box], np.ndarray], order: int, blur: bool) -> np.ndarray:
         """Working voxels of `box` sampled from the source at their centres (source_box frame)."""
