@@ -13,7 +13,8 @@ from db.edit_log import EditRecord, latest_children
 from db.graph_store import supervoxel_at
 from db.handle import Store, reading, writing
 from db.mincut import components, minimum_cut
-from db.models import Adjacency, AgglomerationEdge, Edit, Root, RootMember, Supervoxel, User
+from db.components import add_roots, join, members_of_components, neurons_of_roots, regroup
+from db.models import Adjacency, AgglomerationEdge, Edit, User
 from db.sql import id_chunks, insert_tuples
 from db.time_travel import checked_supervoxel_id, current_roots
 from db.users import Role, add_user, editor_of, user_row
@@ -30,9 +31,11 @@ class EditResult:
     resulting_roots: list[int]
     added_edges: list[tuple[int, int]] = field(default_factory=list)
     removed_edges: list[tuple[int, int]] = field(default_factory=list)
-    # The supervoxel sets of the resulting neurons, in resulting_roots order
-    # (for a split preview, in the order they would get new ids).
+    # The supervoxel sets of the resulting neurons, in resulting_roots order (for a split
+    # preview, in the order they would get new ids), for edits that cut links; empty for those
+    # that only join neurons, where listing the merged neuron would cost its size.
     groups: list[list[int]] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # supervoxels of each resulting neuron
 
 
 def _check_seen(roots_by_supervoxel: Mapping[int, int], seen_roots: Iterable[int] | None) -> None:
@@ -53,20 +56,16 @@ def _new_edit(session: Session, store: Store, editor: Any, operation: str, argum
             "created_at": now(), "operation": operation, "arguments": arguments, "parent_id": parent_id}
 
 
-def _active_edges_of_roots(session: Session, store: Store, roots: Sequence[int],
-                           members: Sequence[int] | None = None) -> list[tuple[int, int, int]]:
-    """(edge row id, sv_a, sv_b) of the active agglomeration edges inside the given (current) neurons.
+def _active_edges_of(session: Session, store: Store, members: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(edge row id, sv_a, sv_b) of the active agglomeration edges leaving the given supervoxels by sv_a.
 
-    Two indexed queries, members by root then edges by sv_a, so the cost follows the neurons'
-    size, not the dataset's (a join lets the planner scan every edge of the dataset).
+    Indexed queries by sv_a, so the cost follows the neuron's size, not the dataset's (a join
+    lets the planner scan every edge of the dataset). Every edge inside a neuron has both ends
+    in it, so passing a neuron's members finds all its edges.
     """
     connection = session.connection()
-    if members is None:
-        roots = list(roots)
-        members = [sv for (sv,) in run_sql(connection, f"SELECT id FROM supervoxels WHERE dataset_id = ? AND root_id IN "
-                                                       f"({placeholders(len(roots))})", (store.dataset_id, *roots))]
     rows: list[tuple[int, int, int]] = []
-    for part in id_chunks(members):
+    for part in id_chunks(sorted(members)):
         rows.extend(run_sql(
             connection, f"SELECT id, sv_a, sv_b FROM agglomeration_edges WHERE dataset_id = ? AND sv_a IN ({placeholders(len(part))}) "
                         "AND removed_edit IS NULL", (store.dataset_id, *part)))
@@ -74,11 +73,15 @@ def _active_edges_of_roots(session: Session, store: Store, roots: Sequence[int],
 
 
 def _apply_edge_changes(session: Session, store: Store, edit: dict[str, Any], affected_roots: Sequence[int],
-                        add_pairs: Sequence[tuple[int, int]], remove_edge_ids: Sequence[int]) -> EditResult:
+                        add_pairs: Sequence[tuple[int, int]], remove_edge_ids: Sequence[int],
+                        pieces: "tuple[dict[int, int], list[list[int]]] | None" = None) -> EditResult:
     """Change the agglomeration edges, then give every neuron the edit touched a new root id.
 
-    Runs on the Core connection: this is the hot path of every edit, and the ORM's unit of work
-    would cost more than the SQL itself.
+    An edit that only adds edges joins neurons whole (db.components.join: the smaller sides
+    move); one that removes edges recomputes the pieces of the neurons it touched and moves the
+    supervoxels that leave (db.components.regroup); `pieces`, (component of each member, groups),
+    when the caller (a split) has just computed them. Runs on the Core connection: this is the
+    hot path of every edit, and the ORM's unit of work would cost more than the SQL itself.
     """
     connection = session.connection()
     dataset_id, edit_id = store.dataset_id, edit["id"]
@@ -92,36 +95,29 @@ def _apply_edge_changes(session: Session, store: Store, edit: dict[str, Any], af
         removed = sorted(run_sql(
             connection, f"SELECT sv_a, sv_b FROM agglomeration_edges WHERE id IN ({placeholders(len(ids))})", tuple(ids)))
         run_sql(connection, f"UPDATE agglomeration_edges SET removed_edit = ? WHERE id IN ({placeholders(len(ids))})", (edit_id, *ids))
-    roots = run_sql(connection, f"SELECT id, root_id FROM supervoxels WHERE dataset_id = ? AND root_id IN ({placeholders(len(affected))})",
-                 (dataset_id, *affected))
+    before = neurons_of_roots(connection, affected)
+    groups: list[list[int]] = []
     if remove_edge_ids:
-        members = [sv for sv, _ in roots]
-        pairs = [(a, b) for _, a, b in _active_edges_of_roots(session, store, affected, members)]
-        groups = components(members, pairs)
+        if pieces is None:
+            component_of = dict(members_of_components(connection, dataset_id, [n.component for n in before.values()]))
+            pairs = [(a, b) for _, a, b in _active_edges_of(session, store, list(component_of))]
+            pieces = component_of, components(list(component_of), pairs)
+        component_of, groups = pieces
+        after = regroup(connection, dataset_id, edit_id, component_of, groups,
+                        take_ids(session, "root_id", len(groups)))
     else:
-        # Only additions: neurons join whole, so the components follow from the roots alone.
-        root_of_sv = dict(roots)
+        # Only additions: neurons join whole, so the result follows from the roots alone.
+        root_of_sv = current_roots(session, store, sorted({sv for pair in add_pairs for sv in pair}))
         joined = components(affected, [(root_of_sv[a], root_of_sv[b]) for a, b in add_pairs])
-        by_root: dict[int, list[int]] = defaultdict(list)
-        for sv, root in roots:
-            by_root[root].append(sv)
-        groups = sorted((sorted(sv for r in group for sv in by_root[r]) for group in joined), key=lambda g: g[0])
-    new_roots = take_ids(session, "root_id", len(groups))
+        new_roots = take_ids(session, "root_id", len(joined))
+        after = [join(connection, dataset_id, edit_id, [before[r] for r in group], root)
+                 for group, root in zip(joined, new_roots)]
     run_sql(connection, f"UPDATE roots SET retired_edit = ? WHERE id IN ({placeholders(len(affected))})", (edit_id, *affected))
-    insert_tuples(connection, Root.__tablename__, ("id", "dataset_id", "created_edit"),
-                   ((r, dataset_id, edit_id) for r in new_roots))
-    # membership rows are the bulk of an edit: plain driver executemany, not per-row Core parameters
-    insert_tuples(connection, RootMember.__tablename__, ("root_id", "sv_id", "dataset_id"),
-                   ((r, sv, dataset_id) for r, group in zip(new_roots, groups) for sv in group))
-    if len(groups) == 1:
-        run_sql(connection, f"UPDATE supervoxels SET root_id = ? WHERE dataset_id = ? AND root_id IN ({placeholders(len(affected))})",
-             (new_roots[0], dataset_id, *affected))
-    else:
-        run_sql(connection, "UPDATE supervoxels SET root_id = ? WHERE dataset_id = ? AND id = ?",
-             [(r, dataset_id, sv) for r, group in zip(new_roots, groups) for sv in group])
+    add_roots(connection, dataset_id, edit_id, after)
+    new_roots = [n.root for n in after]
     connection.execute(insert(Edit), [{**edit, "affected_roots": affected, "resulting_roots": new_roots}])
     return EditResult(edit_id=edit_id, operation=edit["operation"], affected_roots=affected, resulting_roots=new_roots,
-                      added_edges=list(add_pairs), removed_edges=removed, groups=groups)
+                      added_edges=list(add_pairs), removed_edges=removed, groups=groups, sizes=[n.size for n in after])
 
 
 T = TypeVar("T")
@@ -175,8 +171,8 @@ def merge_points(store: Store, point_a_nm: Sequence[float], point_b_nm: Sequence
 
 
 def _split_plan(session: Session, store: Store, sources: list[int], sinks: list[int],
-                seen_roots: Iterable[int] | None) -> tuple[int, list[int], list[list[int]]]:
-    """(root, ids of the edge rows to remove, resulting supervoxel groups) of a minimum-cut split."""
+                seen_roots: Iterable[int] | None) -> tuple[int, list[int], dict[int, int], list[list[int]]]:
+    """(root, ids of the edge rows to remove, component of each member, resulting groups) of a minimum-cut split."""
     if not sources or not sinks:
         raise InputError("a split needs at least one source and one sink supervoxel")
     both = sorted(set(sources) & set(sinks))
@@ -190,9 +186,9 @@ def _split_plan(session: Session, store: Store, sources: list[int], sinks: list[
         listed = "; ".join(f"{sv} -> {roots[sv]}" for sv in sorted(roots))
         raise RefusedError(f"sources and sinks must be in one neuron, but they are in {len(distinct)} ({listed})")
     root = distinct[0]
-    members = session.connection().execute(select(Supervoxel.id).where(
-        Supervoxel.dataset_id == store.dataset_id, Supervoxel.root_id == root)).scalars().all()
-    edges = _active_edges_of_roots(session, store, [root], members)
+    neuron = neurons_of_roots(session.connection(), [root])[root]
+    members = [sv for sv, _ in members_of_components(session.connection(), store.dataset_id, [neuron.component])]
+    edges = _active_edges_of(session, store, members)
     contacts = _contact(session, store, edges)
     rows = [(row_id, a, b, *contacts.get((a, b), (None, None))) for row_id, a, b in edges]
     cut_rows = minimum_cut(rows, sources, sinks)
@@ -202,7 +198,7 @@ def _split_plan(session: Session, store: Store, sources: list[int], sinks: list[
         members_of_group = set(group)
         if members_of_group & set(sources) and members_of_group & set(sinks):
             raise RefusedError("no cut separates these sources from these sinks")
-    return root, sorted(cut_ids), groups
+    return root, sorted(cut_ids), {sv: neuron.component for sv in members}, groups
 
 
 def _contact(session: Session, store: Store, edges: Sequence[tuple[int, int, int]]) -> dict[tuple[int, int], tuple]:
@@ -233,16 +229,16 @@ def split(store: Store, sources: Iterable[int], sinks: Iterable[int], user: "str
     if preview:
         with reading(store, session) as session:
             user_row(session, user)
-            root, cut_ids, groups = _split_plan(session, store, sources, sinks, seen_roots)
+            root, cut_ids, _, groups = _split_plan(session, store, sources, sinks, seen_roots)
             removed = session.execute(select(AgglomerationEdge.sv_a, AgglomerationEdge.sv_b).where(
                 AgglomerationEdge.id.in_(cut_ids))).all()
         return EditResult(edit_id=None, operation="split", affected_roots=[root], resulting_roots=[],
-                          removed_edges=sorted(removed), groups=groups)
+                          removed_edges=sorted(removed), groups=groups, sizes=[len(g) for g in groups])
     with writing(store, session) as session:
         editor = editor_of(session, user)
-        root, cut_ids, _ = _split_plan(session, store, sources, sinks, seen_roots)
+        root, cut_ids, component_of, groups = _split_plan(session, store, sources, sinks, seen_roots)
         edit = _new_edit(session, store, editor, "split", {"sources": sources, "sinks": sinks})
-        return _apply_edge_changes(session, store, edit, [root], [], cut_ids)
+        return _apply_edge_changes(session, store, edit, [root], [], cut_ids, pieces=(component_of, groups))
 
 
 def undo(store: Store, edit_id: int, user: "str | User", seen_roots: Iterable[int] | None = None,
@@ -328,29 +324,51 @@ def _edge_history(session: Session, store: Store, edit_id: int):
     return added, removed, active, later
 
 
+REPLAY_BATCH_EDITS = 200  # edits per transaction when replaying a log (group commit)
+
+
 def replay(store: Store, records: Iterable[EditRecord]) -> list[EditResult]:
     """Re-run logged edits in order (e.g. on a freshly built store); users missing there are created as admins.
 
-    Undo/redo arguments are translated to the ids the replayed edits get.
+    Undo/redo arguments are translated to the ids the replayed edits get. Edits commit in
+    batches (`apply_edits`); the first that fails raises, after the edits before it committed.
     """
-    new_ids: dict[int, int] = {}
-    results = []
+    records = list(records)
     with read_session(store.engine) as session:
         known = set(session.execute(select(User.name)).scalars())
-    for record in records:
-        if record.user not in known:
-            add_user(store, record.user, "admin")
-            known.add(record.user)
-        arguments = record.arguments
+    for name in sorted({record.user for record in records} - known):
+        add_user(store, name, "admin")
+    new_ids: dict[int, int] = {}
+    failures: list[Exception] = []
+
+    def rerun(record: EditRecord) -> Callable[[Session], EditResult]:
+        def edit(session: Session) -> EditResult:
+            if failures:  # an earlier edit of the batch failed: the ones after it must not commit
+                raise RefusedError(f"edit {record.id} not replayed: an earlier edit failed")
+            try:
+                return replayed(record, session)
+            except Exception as exc:
+                failures.append(exc)
+                raise
+        return edit
+
+    def replayed(record: EditRecord, session: Session) -> EditResult:
+        arguments, user = record.arguments, record.user
         if record.operation == "merge":
-            result = merge(store, *arguments["supervoxels"], user=record.user)
+            result = merge(store, *arguments["supervoxels"], user=user, session=session)
         elif record.operation == "split":
-            result = split(store, arguments["sources"], arguments["sinks"], user=record.user)
+            result = split(store, arguments["sources"], arguments["sinks"], user=user, session=session)
         elif record.operation in ("undo", "redo"):
             target = new_ids.get(arguments["edit"], arguments["edit"])
-            result = (undo if record.operation == "undo" else redo)(store, target, user=record.user)
+            result = (undo if record.operation == "undo" else redo)(store, target, user=user, session=session)
         else:
             raise InputError(f"edit {record.id}: unknown operation {record.operation!r}")
         new_ids[record.id] = result.edit_id
-        results.append(result)
+        return result
+
+    results: list[EditResult] = []
+    for start in range(0, len(records), REPLAY_BATCH_EDITS):
+        results.extend(apply_edits(store, [rerun(record) for record in records[start:start + REPLAY_BATCH_EDITS]]))
+        if failures:
+            raise failures[0]
     return results

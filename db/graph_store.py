@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy import select
 
+from db.components import start_components
 from db.connection import read_session, take_ids, write_session
 from db.graph import region_graph
 from db.handle import Store
@@ -31,12 +32,11 @@ def build_graph(store: Store, labels_zyx: np.ndarray, resolution_nm: Sequence[fl
         roots = take_ids(session, "root_id", len(ids))
         connection = session.connection()
         constant = [dataset_id] * len(ids)
-        insert_tuples(connection, "roots", ["id", "dataset_id", "created_edit"], zip(roots, constant, [0] * len(ids)))
-        insert_tuples(connection, "root_members", ["root_id", "sv_id", "dataset_id"], zip(roots, ids, constant))
+        start_components(connection, dataset_id, ids, roots)
         box = np.hstack([graph.bbox_start, graph.bbox_stop]).T.tolist()
         centroid = graph.centroid_nm.T.tolist()
         insert_tuples(connection, "supervoxels",
-                       ["dataset_id", "id", "size_voxels", "root_id", "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1",
+                       ["dataset_id", "id", "size_voxels", "component_id", "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1",
                         "bbox_y1", "bbox_x1", "centroid_z_nm", "centroid_y_nm", "centroid_x_nm"],
                        zip(constant, ids, graph.size_voxels.tolist(), roots, *box, *centroid))
         count = len(graph.sv_a)

@@ -36,7 +36,7 @@ class Layer(Base):
 
 
 class Supervoxel(Base):
-    """One FFN segment; root_id is its current neuron (materialised, updated by every edit)."""
+    """One FFN segment; component_id is the component (and so the neuron) it belongs to now."""
 
     __tablename__ = "supervoxels"
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
@@ -51,8 +51,8 @@ class Supervoxel(Base):
     centroid_z_nm: Mapped[float] = mapped_column(Float)
     centroid_y_nm: Mapped[float] = mapped_column(Float)
     centroid_x_nm: Mapped[float] = mapped_column(Float)
-    root_id: Mapped[int] = mapped_column(BigInteger)
-    __table_args__ = (Index("ix_supervoxels_dataset_root", "dataset_id", "root_id"),)
+    component_id: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (Index("ix_supervoxels_dataset_component", "dataset_id", "component_id"),)
 
 
 class Adjacency(Base):
@@ -86,27 +86,55 @@ class AgglomerationEdge(Base):
 
 
 class Root(Base):
-    """A neuron version: an immutable supervoxel set, current from created_edit until retired_edit."""
+    """A neuron version: an immutable supervoxel set, current from created_edit until retired_edit.
+
+    Every root is one version of one component (component_id); its supervoxels are the
+    component's members as of created_edit (db.components explains the representation).
+    """
 
     __tablename__ = "roots"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     created_edit: Mapped[int] = mapped_column(Integer)
     retired_edit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    component_id: Mapped[int] = mapped_column(BigInteger)
+    size_supervoxels: Mapped[int] = mapped_column(BigInteger)
     __table_args__ = (
         Index("ix_roots_created", "created_edit"),
         Index("ix_roots_retired", "retired_edit"),
+        Index("ix_roots_component_created", "component_id", "created_edit"),
     )
 
 
-class RootMember(Base):
-    """Membership of supervoxels in roots, for every root ever: the history used by time travel."""
+class Component(Base):
+    """A live component: a set of supervoxels whose id survives the edits that keep most of it.
 
-    __tablename__ = "root_members"
-    root_id: Mapped[int] = mapped_column(ForeignKey("roots.id"), primary_key=True, autoincrement=False)
-    sv_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_id is its current root (neuron version); size_supervoxels decides which side of a
+    merge moves (the smaller). A component that an edit empties is deleted; its history stays
+    in roots and component_members.
+    """
+
+    __tablename__ = "components"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
-    __table_args__ = (Index("ix_root_members_dataset_sv", "dataset_id", "sv_id"),)
+    root_id: Mapped[int] = mapped_column(BigInteger)
+    size_supervoxels: Mapped[int] = mapped_column(BigInteger)
+
+
+class ComponentMember(Base):
+    """A supervoxel's membership of a component from started_edit until ended_edit (NULL: still).
+
+    Together with roots.component_id this is the whole history time travel reads: a row is
+    written only when a supervoxel changes component.
+    """
+
+    __tablename__ = "component_members"
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    sv_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    started_edit: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    component_id: Mapped[int] = mapped_column(BigInteger)
+    ended_edit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    __table_args__ = (Index("ix_component_members_component", "component_id", "started_edit"),)
 
 
 class User(Base):

@@ -8,7 +8,8 @@ This module is the facade; the code lives in modules by concern (callers import 
     db.edits          merge, split, undo, redo, group commit, replay: one code path
     db.mincut         the split's minimum cut and connected components (numpy/scipy, no database)
     db.edit_log       the edit log: history, lineage, latest edit
-    db.time_travel    roots and supervoxel sets now and as of any edit or time
+    db.components     neurons as components: union by size, interval-stamped membership (why: there)
+    db.time_travel    roots and supervoxel sets now and as of any edit or time; what edits changed
     db.synapse_store  synapse storage and the connectivity tables
     db.sql            SQL helpers: chunked IN lists, bulk inserts, driver-level reads
 
@@ -17,8 +18,9 @@ Model
 * A *supervoxel* is one segment of the FFN segmentation (its id is the label in the segmentation
   layer). The *adjacency graph* (region adjacency graph) links touching supervoxels, with the
   contact area in nm^2 and an optional boundary score in [0, 1] (1 = a clear membrane).
-* A *neuron* is a connected component of the active *agglomeration edges* between supervoxels.
-  Each neuron has a *root id*. A root id names one immutable set of supervoxels: any edit that
+* A *neuron* is a connected component of the active *agglomeration edges* between supervoxels,
+  stored as a *component* whose id survives the edits that keep most of it (db.components), so
+  an edit writes rows for what it moves, not for the whole neuron. Each neuron has a *root id*. A root id names one immutable set of supervoxels: any edit that
   touches a neuron retires its root id and gives the result(s) new ids, never reused; neurons an
   edit does not touch keep theirs. The root id is therefore also the neuron's *version*.
 * Every write is one transaction and one row of the *edit log*. Edit ids increase in commit
@@ -49,7 +51,8 @@ Typical use::
 Functions (all take the Store first):
     open_store, build_graph, add_layer, add_user, user_for_token, get_user,
     merge, merge_points, split, undo, redo,
-    roots_of, root_of, supervoxels_of, equivalence_groups, lineage, latest_edit_id, resolve_at,
+    roots_of, root_of, supervoxels_of, equivalence_groups, neurons_of_several, neuron_changes, lineage,
+    latest_edit_id, resolve_at,
     history, replay,
     add_synapses, synapses_of_root, synapse_table, edge_table, neuron_table, supervoxel_at
 """
@@ -68,7 +71,8 @@ from db.handle import DEFAULT_DATASET, At, Store
 from db.synapse_store import (SYNAPSE_BLOCK_LAYOUT, SYNAPSE_BLOCK_ROWS, SYNAPSE_COLUMNS, SYNAPSE_POINT_COLUMNS,
                               add_synapses, decode_synapse_block, edge_table, encode_synapse_block, neuron_table,
                               synapse_table, synapses_of_root)
-from db.time_travel import equivalence_groups, resolve_at, root_of, roots_of, supervoxels_of
+from db.time_travel import (equivalence_groups, neuron_changes, neurons_of_several, resolve_at, root_of, roots_of,
+                            supervoxels_of)
 from db.users import ROLES, Role, add_user, get_user, list_users, remove_user, reset_token, token_digest, user_for_token
 from volumes.errors import ConflictError, ForbiddenError, InputError, NotFoundError, RefusedError, UnauthorizedError
 
@@ -80,7 +84,8 @@ __all__ = [
     "NotFoundError", "ROLES", "RefusedError", "Role", "SYNAPSE_BLOCK_LAYOUT", "SYNAPSE_BLOCK_ROWS", "SYNAPSE_COLUMNS",
     "SYNAPSE_POINT_COLUMNS", "Store", "UnauthorizedError", "add_layer", "add_synapses", "add_user", "apply_edits",
     "build_graph", "decode_synapse_block", "edge_table", "encode_synapse_block", "equivalence_groups", "get_user",
-    "history", "latest_edit_id", "lineage", "list_users", "merge", "merge_points", "neuron_table", "open_store",
+    "history", "latest_edit_id", "lineage", "list_users", "merge", "merge_points", "neuron_changes", "neuron_table",
+    "neurons_of_several", "open_store",
     "redo", "remove_user", "replay", "reset_token", "resolve_at", "root_of", "roots_of", "split", "supervoxel_at",
     "supervoxels_of", "synapse_table", "synapses_of_root", "token_digest", "undo", "user_for_token",
 ]

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from db.connection import placeholders, read_session, run_sql
 from db.edit_log import latest_edit
 from db.handle import At, Store
-from db.models import Edit, Root, RootMember, Supervoxel
+from db.models import Component, ComponentMember, Edit, Root, Supervoxel
 from db.sql import driver_records, id_chunks
 from volumes.errors import InputError, NotFoundError
 from volumes.ids import is_decimal
@@ -34,8 +34,9 @@ def current_roots(session: Session, store: Store, supervoxels: Sequence[int]) ->
     found: dict[int, int] = {}
     unique = sorted(set(supervoxels))
     for part in id_chunks(unique):
-        found.update(run_sql(session.connection(), f"SELECT id, root_id FROM supervoxels WHERE dataset_id = ? "
-                          f"AND id IN ({placeholders(len(part))})", (store.dataset_id, *part)))
+        found.update(run_sql(session.connection(), "SELECT s.id, c.root_id FROM supervoxels s JOIN components c "
+                             f"ON c.id = s.component_id WHERE s.dataset_id = ? AND s.id IN ({placeholders(len(part))})",
+                             (store.dataset_id, *part)))
     missing = [sv for sv in unique if sv not in found]
     if missing:
         listed = ", ".join(str(sv) for sv in missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -81,18 +82,25 @@ def roots_of(store: Store, supervoxels: Iterable[int], at: At = None) -> dict[in
         edit = resolve_at_in(session, store, at)
         if at is None or edit == latest_edit(session, store):
             return {sv: current[sv] for sv in svs}
-        found: dict[int, int] = {}
-        unique = sorted(set(svs))
-        for part in id_chunks(unique):
-            found.update(session.execute(
-                select(RootMember.sv_id, RootMember.root_id).join(Root, Root.id == RootMember.root_id)
-                .where(RootMember.dataset_id == store.dataset_id, RootMember.sv_id.in_(part),
-                       alive_at(edit))).all())
+        found = past_roots(session, store, sorted(set(svs)), edit)
         return {sv: found[sv] for sv in svs}
 
 
-def alive_at(edit: int):
-    return and_(Root.created_edit <= edit, or_(Root.retired_edit.is_(None), Root.retired_edit > edit))
+# The component each supervoxel was in as of an edit, and that component's version then: the
+# latest root it had by that edit (a component's versions follow one another without gaps).
+_PAST_ROOTS_SQL = (
+    "SELECT m.sv_id, (SELECT r.id FROM roots r WHERE r.component_id = m.component_id AND r.created_edit <= ? "
+    "ORDER BY r.created_edit DESC LIMIT 1) FROM component_members m WHERE m.dataset_id = ? AND m.sv_id IN ({ids}) "
+    "AND m.started_edit <= ? AND (m.ended_edit IS NULL OR m.ended_edit > ?)")
+
+
+def past_roots(session: Session, store: Store, supervoxels: Sequence[int], edit: int) -> dict[int, int]:
+    """Root of each (known) supervoxel as of an edit: two index seeks per supervoxel."""
+    found: dict[int, int] = {}
+    for part in id_chunks(supervoxels):
+        found.update(run_sql(session.connection(), _PAST_ROOTS_SQL.format(ids=placeholders(len(part))),
+                             (edit, store.dataset_id, *part, edit, edit)))
+    return found
 
 
 def root_of(store: Store, supervoxel: int, at: At = None) -> int:
@@ -101,31 +109,75 @@ def root_of(store: Store, supervoxel: int, at: At = None) -> int:
 
 
 def root_map(session: Session, store: Store, edit: int) -> tuple[np.ndarray, np.ndarray]:
-    """(supervoxel ids sorted, their roots) of the whole dataset as of an edit."""
+    """(supervoxel ids sorted, their roots) of the whole dataset as of an edit: for exports, not per edit."""
+    pair = np.dtype([("key", np.int64), ("value", np.int64)])
     if edit >= latest_edit(session, store):
-        query = select(Supervoxel.id, Supervoxel.root_id).where(Supervoxel.dataset_id == store.dataset_id)
+        rows = driver_records(session, select(Supervoxel.id, Component.root_id).join(
+            Component, Component.id == Supervoxel.component_id).where(Supervoxel.dataset_id == store.dataset_id), pair)
+        svs, roots = rows["key"], rows["value"]
     else:
-        query = (select(RootMember.sv_id, RootMember.root_id).join(Root, Root.id == RootMember.root_id)
-                 .where(Root.dataset_id == store.dataset_id, alive_at(edit)))
-    rows = driver_records(session, query, np.dtype([("sv", np.int64), ("root", np.int64)]))
-    order = np.argsort(rows["sv"], kind="stable")
-    return rows["sv"][order], rows["root"][order]
+        member = ComponentMember
+        rows = driver_records(session, select(member.sv_id, member.component_id).where(
+            member.dataset_id == store.dataset_id, member.started_edit <= edit,
+            or_(member.ended_edit.is_(None), member.ended_edit > edit)), pair)
+        versions = driver_records(session, select(Root.component_id, Root.id).where(
+            Root.dataset_id == store.dataset_id, alive_at(edit)), pair)
+        versions.sort(order="key")
+        svs = rows["key"]
+        roots = versions["value"][np.searchsorted(versions["key"], rows["value"])]
+    order = np.argsort(svs, kind="stable")
+    return svs[order], roots[order]
+
+
+def alive_at(edit: int):
+    return and_(Root.created_edit <= edit, or_(Root.retired_edit.is_(None), Root.retired_edit > edit))
 
 
 def supervoxels_of(store: Store, root: int) -> list[int]:
     """The supervoxels of a root (current or retired; a root's set never changes)."""
     with read_session(store.engine) as session:
-        if session.scalar(select(Root.id).where(Root.id == int(root), Root.dataset_id == store.dataset_id)) is None:
+        row = session.get(Root, int(root))
+        if row is None or row.dataset_id != store.dataset_id:
             raise NotFoundError(f"unknown root {root} in dataset {store.dataset!r}")
-        return sorted(session.execute(select(RootMember.sv_id).where(RootMember.root_id == int(root))).scalars().all())
+        return members_of_root(session, row.component_id, row.created_edit)
 
 
-def equivalence_groups(store: Store, at: At = None) -> list[list[int]]:
-    """Supervoxel id lists, one per neuron with more than one supervoxel (Neuroglancer equivalences)."""
+def members_of_root(session: Session, component: int, created_edit: int) -> list[int]:
+    """The members of a component as of one of its versions' created edit: that version's supervoxels."""
+    member = ComponentMember
+    return sorted(session.execute(select(member.sv_id).where(
+        member.component_id == component, member.started_edit <= created_edit,
+        or_(member.ended_edit.is_(None), member.ended_edit > created_edit))).scalars().all())
+
+
+def neuron_changes(store: Store, after_edit: int, until_edit: int) -> tuple[list[int], dict[int, list[int]]]:
+    """What edits (after_edit, until_edit] did to the neurons: (roots they retired, {root: supervoxels}
+    of the roots they created that are still current at until_edit).
+
+    For followers of the agglomeration (the viewers): the cost follows the neurons the edits
+    produced, not the dataset.
+    """
+    with read_session(store.engine) as session:
+        retired = session.execute(select(Root.id).where(
+            Root.dataset_id == store.dataset_id, Root.retired_edit > after_edit, Root.retired_edit <= until_edit)
+        ).scalars().all()
+        created = session.execute(select(Root.id, Root.component_id, Root.created_edit).where(
+            Root.dataset_id == store.dataset_id, Root.created_edit > after_edit, Root.created_edit <= until_edit,
+            or_(Root.retired_edit.is_(None), Root.retired_edit > until_edit))).all()
+        return sorted(retired), {root: members_of_root(session, component, edit) for root, component, edit in created}
+
+
+def neurons_of_several(store: Store, at: At = None) -> dict[int, list[int]]:
+    """{root: sorted supervoxels} of every neuron with more than one supervoxel, now or as of `at`."""
     with read_session(store.engine) as session:
         svs, roots = root_map(session, store, resolve_at_in(session, store, at))
     order = np.argsort(roots, kind="stable")
     svs, roots = svs[order], roots[order]
     starts = np.flatnonzero(np.r_[True, roots[1:] != roots[:-1]])
-    groups = [group.tolist() for group in np.split(svs, starts[1:]) if len(group) > 1]
-    return sorted(groups, key=lambda g: g[0])
+    return {int(roots[start]): group.tolist() for start, group in zip(starts, np.split(svs, starts[1:]))
+            if len(group) > 1}
+
+
+def equivalence_groups(store: Store, at: At = None) -> list[list[int]]:
+    """Supervoxel id lists, one per neuron with more than one supervoxel (Neuroglancer equivalences)."""
+    return sorted(neurons_of_several(store, at).values(), key=lambda g: g[0])

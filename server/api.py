@@ -64,6 +64,7 @@ def edit_result_json(result: store.EditResult, target_edit_id: int | None = None
         "added_edges": [[str(a), str(b)] for a, b in result.added_edges],
         "removed_edges": [[str(a), str(b)] for a, b in result.removed_edges],
         "groups": [[str(supervoxel) for supervoxel in group] for group in result.groups],
+        "sizes": list(result.sizes),
     }
     if target_edit_id is not None:
         body["target_edit_id"] = target_edit_id

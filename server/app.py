@@ -109,6 +109,7 @@ class ProofreadingServer:
         self._viewers_lock = threading.Lock()
         self._agglomeration_lock = threading.Lock()
         self.edit_id: int | None = None  # the latest edit pushed to the viewers
+        self._neurons: dict[int, list[int]] = {}  # root -> supervoxels, neurons of several, as of _groups_edit_id
         self._groups: list[list[int]] = []
         self._groups_edit_id: int | None = None
         self._synapse_layers: list | None = None
@@ -225,10 +226,22 @@ class ProofreadingServer:
                 user_viewer.set_status(message, key=EDITS_STATUS_KEY)
 
     def _groups_at(self, edit_id: int) -> list[list[int]]:
-        """Equivalence groups as of an edit, cached for the latest one (call with the agglomeration lock held)."""
-        if self._groups_edit_id != edit_id:
-            self._groups = store.equivalence_groups(self.store, at=edit_id)
-            self._groups_edit_id = edit_id
+        """Equivalence groups as of an edit, cached for the latest one (call with the agglomeration lock held).
+
+        Moving forward reads only what the edits since changed (the roots they retired and the
+        members of those they made); the whole dataset is read once, for the first viewer.
+        """
+        if self._groups_edit_id == edit_id:
+            return self._groups
+        if self._groups_edit_id is not None and edit_id > self._groups_edit_id:
+            retired, created = store.neuron_changes(self.store, self._groups_edit_id, edit_id)
+            for root in retired:
+                self._neurons.pop(root, None)
+            self._neurons.update((root, members) for root, members in created.items() if len(members) > 1)
+        else:
+            self._neurons = store.neurons_of_several(self.store, at=edit_id)
+        self._groups = sorted(self._neurons.values(), key=lambda group: group[0])
+        self._groups_edit_id = edit_id
         return self._groups
 
     def _describe_edits(self, after_edit_id: int, latest_edit_id: int) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, select, text
 
 from db import store as S
 from db.connection import read_session
-from db.models import Adjacency, AgglomerationEdge, Supervoxel
+from db.models import Adjacency, AgglomerationEdge, Component, ComponentMember, Root, Supervoxel
 from volumes.errors import RefusedError
 
 POSTGRES_URL_VARIABLE = "CONNECTOME_TEST_POSTGRES_URL"
@@ -64,8 +64,9 @@ def grid_labels(blocks_zyx: tuple[int, int, int], block_voxels: int = 2) -> np.n
 def check_partition(store: S.Store) -> None:
     """Assert that the current roots are exactly the connected components of the active agglomeration edges."""
     with read_session(store.engine) as session:
-        svs = session.execute(select(Supervoxel.id, Supervoxel.root_id)
-                              .where(Supervoxel.dataset_id == store.dataset_id)).all()
+        svs = session.execute(select(Supervoxel.id, Component.root_id).join(
+            Component, Component.id == Supervoxel.component_id).where(Supervoxel.dataset_id == store.dataset_id)).all()
+        _check_components(session, store)
         edges = session.execute(select(AgglomerationEdge.sv_a, AgglomerationEdge.sv_b).where(
             AgglomerationEdge.dataset_id == store.dataset_id, AgglomerationEdge.removed_edit.is_(None))).all()
     active_pairs = [(a, b) for a, b in edges]
@@ -77,6 +78,26 @@ def check_partition(store: S.Store) -> None:
     components = [list(c) for c in nx.connected_components(graph)]
     root_of = dict(svs)
     assert sorted(map(sorted, components)) == sorted(map(sorted, _groups(root_of).values()))
+
+
+def _check_components(session, store: S.Store) -> None:
+    """The representation agrees with itself: open membership intervals are the current components,
+    each live component's size and root match its members, and every root's size is its set's."""
+    dataset = store.dataset_id
+    current = dict(session.execute(select(Supervoxel.id, Supervoxel.component_id)
+                                   .where(Supervoxel.dataset_id == dataset)).all())
+    open_rows = session.execute(select(ComponentMember.sv_id, ComponentMember.component_id).where(
+        ComponentMember.dataset_id == dataset, ComponentMember.ended_edit.is_(None))).all()
+    assert len(open_rows) == len(current) and dict(open_rows) == current
+    sizes: dict[int, int] = {}
+    for component in current.values():
+        sizes[component] = sizes.get(component, 0) + 1
+    live = {c: (root, size) for c, root, size in session.execute(select(
+        Component.id, Component.root_id, Component.size_supervoxels).where(Component.dataset_id == dataset)).all()}
+    assert set(live) == set(sizes) and all(live[c][1] == sizes[c] for c in sizes)
+    for component, (root, size) in live.items():
+        row = session.get(Root, root)
+        assert row.retired_edit is None and row.component_id == component and row.size_supervoxels == size
 
 
 def _groups(root_of: dict[int, int]) -> dict[int, list[int]]:
