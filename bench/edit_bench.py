@@ -31,6 +31,8 @@ from sqlalchemy import select
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # store_testing.grid_labels
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from db import store as S  # noqa: E402
 from db.connection import read_session  # noqa: E402
@@ -112,10 +114,15 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=100)
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=["edits", "export"],
-                        help="run one part (export: a few merges to give it history, then the export part)")
+    parser.add_argument("--only", choices=["edits", "export", "sweep"],
+                        help="run one part (export: a few merges to give it history, then the export part; "
+                             "sweep: edit latency as one neuron grows to 10^5 supervoxels, bench/neuron_size_sweep.py)")
+    parser.add_argument("--grid", type=int, default=100, help="sweep: lattice side (supervoxels = side^3)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    if args.only == "sweep":
+        sweep(args)
+        return
 
     with tempfile.TemporaryDirectory() as directory:
         url = args.database_url or f"sqlite:///{directory}/bench.db"
@@ -165,6 +172,24 @@ def main() -> None:
 
         if args.synapses and args.only != "edits":
             export_bench(store, args.supervoxels, args.synapses, Path(directory), np.random.default_rng(args.seed))
+        store.close()
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """The neuron-size sweep on a lattice of args.grid^3 supervoxels (see bench/neuron_size_sweep.py)."""
+    from neuron_size_sweep import run_sweep
+
+    from store_testing import grid_labels
+
+    with tempfile.TemporaryDirectory() as directory:
+        url = args.database_url or f"sqlite:///{directory}/bench.db"
+        store = S.open_store(url)
+        counts, (elapsed, cpu) = timed(lambda: S.build_graph(store, grid_labels((args.grid,) * 3, block_voxels=1),
+                                                             (8.0, 8.0, 8.0)))
+        print(f"graph build: {counts['supervoxels']:,} supervoxels, {counts['adjacencies']:,} adjacencies "
+              f"in {elapsed:.1f} s [cpu {cpu:.1f} s]")
+        S.add_user(store, "bench", "admin")
+        run_sweep(store, args.grid, Path(directory))
         store.close()
 
 

@@ -31,14 +31,14 @@ its own); those ids are internal and never shown to users.
 """
 from __future__ import annotations
 
-from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import Connection
 
 from db.connection import placeholders, run_sql
-from db.sql import id_chunks, insert_tuples
+from db.sql import id_chunks, insert_tuples, sql_records
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,6 @@ def neurons_of_roots(connection: Connection, roots: Sequence[int]) -> dict[int, 
                 tuple(part)):
             found[root] = Neuron(root, component, size)
     return found
-
-
-def members_of_components(connection: Connection, dataset_id: int, components: Sequence[int]) -> list[tuple[int, int]]:
-    """(supervoxel, component) of every current member of the given components."""
-    rows: list[tuple[int, int]] = []
-    for part in id_chunks(sorted(set(components))):
-        rows.extend(run_sql(connection, f"SELECT id, component_id FROM supervoxels WHERE dataset_id = ? AND component_id IN "
-                                        f"({placeholders(len(part))})", (dataset_id, *part)))
-    return rows
 
 
 def join(connection: Connection, dataset_id: int, edit_id: int, neurons: Sequence[Neuron], root: int) -> Neuron:
@@ -91,39 +82,100 @@ def join(connection: Connection, dataset_id: int, edit_id: int, neurons: Sequenc
     return Neuron(root, keeper.component, size)
 
 
-def regroup(connection: Connection, dataset_id: int, edit_id: int, component_of: dict[int, int],
+@dataclass(frozen=True)
+class NeuronGraph:
+    """The members and active agglomeration edges of some current neurons, as arrays.
+
+    `members` sorted, `component` of each member; edges as indices into `members` (a, b) with
+    their row ids and min-cut capacities. What a cut reads: the neuron's edges, nothing else.
+    """
+
+    members: np.ndarray
+    component: np.ndarray
+    edge_ids: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    capacity: np.ndarray
+
+
+_EDGE = np.dtype([("id", np.int64), ("a", np.int64), ("b", np.int64), ("capacity", np.float64),
+                  ("component", np.int64)])
+
+
+def read_neuron_graph(connection: Connection, dataset_id: int, components: Sequence[int],
+                      endpoints: Sequence[int]) -> NeuronGraph:
+    """The NeuronGraph of the given components, read as their active edges alone.
+
+    One statement per 10,000 components: members by the component index, then the active edges
+    leaving each by sv_a (a nested-loop join of index seeks; CROSS JOIN keeps SQLite to that
+    order, PostgreSQL plans it as the inner join it is). Every member of a component of two or
+    more has an active edge, so the members are the edges' ends plus `endpoints`: the supervoxels
+    of links this edit removed (a member may have lost its last edge) or the split's seeds.
+    """
+    parts = [sql_records(connection, "SELECT e.id, e.sv_a, e.sv_b, e.capacity_nm2, s.component_id FROM supervoxels s "
+                                     f"CROSS JOIN agglomeration_edges e WHERE s.dataset_id = ? AND s.component_id IN "
+                                     f"({placeholders(len(part))}) AND e.dataset_id = s.dataset_id AND e.sv_a = s.id "
+                                     "AND e.removed_edit IS NULL", (dataset_id, *part), _EDGE)
+             for part in id_chunks(sorted(set(components)))]
+    edge = np.concatenate(parts) if parts else np.zeros(0, _EDGE)
+    extra = sorted(set(int(sv) for sv in endpoints))
+    extra_component = dict(run_sql(connection, f"SELECT id, component_id FROM supervoxels WHERE dataset_id = ? AND id IN "
+                                               f"({placeholders(len(extra))})", (dataset_id, *extra))) if extra else {}
+    members = np.unique(np.concatenate([edge["a"], edge["b"], np.asarray(extra, dtype=np.int64)]))
+    component = np.empty(len(members), dtype=np.int64)
+    a, b = np.searchsorted(members, edge["a"]), np.searchsorted(members, edge["b"])
+    if extra:
+        component[np.searchsorted(members, extra)] = [extra_component[sv] for sv in extra]
+    component[a] = edge["component"]
+    component[b] = edge["component"]  # an active edge lies inside one component
+    return NeuronGraph(members=members, component=component, edge_ids=edge["id"], a=a, b=b, capacity=edge["capacity"])
+
+
+def groups_of(members: np.ndarray, labels: np.ndarray) -> list[list[int]]:
+    """Members grouped by label, each group sorted, groups ordered by their smallest supervoxel."""
+    order = np.lexsort((members, labels))
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    groups = [group.tolist() for group in np.split(members[order], starts[1:])]
+    return sorted(groups, key=lambda group: group[0])
+
+
+def regroup(connection: Connection, dataset_id: int, edit_id: int, members: np.ndarray, component: np.ndarray,
             groups: Sequence[Sequence[int]], roots: Sequence[int]) -> list[Neuron]:
     """Give each group of supervoxels (the pieces of a cut) a component and its new root.
 
-    `component_of` holds the current component of every supervoxel in the groups. Each old
-    component stays with the piece holding most of its supervoxels (larger overlaps first), so
-    only the supervoxels of the other pieces move; a piece left without one starts a component
-    named after its new root. Components no piece kept are deleted.
+    `members` (sorted) and `component` are every supervoxel of the groups and its current
+    component. Each old component stays with the piece holding most of its supervoxels (larger
+    overlaps first), so only the supervoxels of the other pieces move; a piece left without one
+    starts a component named after its new root. Components no piece kept are deleted.
     """
-    overlaps = sorted(((count, -index, component) for index, group in enumerate(groups)
-                       for component, count in Tally(component_of[sv] for sv in group).items()), reverse=True)
+    label = np.empty(len(members), dtype=np.int64)
+    for index, group in enumerate(groups):
+        label[np.searchsorted(members, np.asarray(group, dtype=np.int64))] = index
+    olds, old_index = np.unique(component, return_inverse=True)
+    counts = np.bincount(label * len(olds) + old_index, minlength=len(groups) * len(olds))
+    pairs = np.flatnonzero(counts)
     chosen: dict[int, int] = {}
     taken: set[int] = set()
-    for _, negative_index, component in overlaps:
-        if -negative_index not in chosen and component not in taken:
-            chosen[-negative_index] = component
-            taken.add(component)
+    for key in pairs[np.lexsort((pairs // len(olds), -counts[pairs]))].tolist():  # largest overlap first
+        index, old = key // len(olds), int(olds[key % len(olds)])
+        if index not in chosen and old not in taken:
+            chosen[index] = old
+            taken.add(old)
+    target = np.array([chosen.get(index, root) for index, root in enumerate(roots)], dtype=np.int64)
     neurons: list[Neuron] = []
-    moves: list[tuple[int, int]] = []
     for index, (group, root) in enumerate(zip(groups, roots)):
-        component = chosen.get(index, root)
-        if index not in chosen:
-            run_sql(connection, "INSERT INTO components (id, dataset_id, root_id, size_supervoxels) VALUES (?, ?, ?, ?)",
-                    (component, dataset_id, root, len(group)))
-        else:
+        if index in chosen:
             run_sql(connection, "UPDATE components SET root_id = ?, size_supervoxels = ? WHERE id = ?",
-                    (root, len(group), component))
-        moves.extend((sv, component) for sv in group if component_of[sv] != component)
-        neurons.append(Neuron(root, component, len(group)))
-    emptied = sorted(set(component_of.values()) - taken)
-    for part in id_chunks(emptied):
+                    (root, len(group), chosen[index]))
+        else:
+            run_sql(connection, "INSERT INTO components (id, dataset_id, root_id, size_supervoxels) VALUES (?, ?, ?, ?)",
+                    (root, dataset_id, root, len(group)))
+        neurons.append(Neuron(root, int(target[index]), len(group)))
+    for part in id_chunks(sorted(set(component.tolist()) - taken)):
         run_sql(connection, f"DELETE FROM components WHERE id IN ({placeholders(len(part))})", tuple(part))
-    move_supervoxels(connection, dataset_id, edit_id, moves)
+    leaving = target[label] != component
+    move_supervoxels(connection, dataset_id, edit_id, list(zip(members[leaving].tolist(), target[label][leaving].tolist())))
     return neurons
 
 

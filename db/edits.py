@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
 from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
@@ -12,10 +13,10 @@ from db.connection import now, placeholders, read_session, run_sql, take_ids, wr
 from db.edit_log import EditRecord, latest_children
 from db.graph_store import supervoxel_at
 from db.handle import Store, reading, writing
-from db.mincut import components, minimum_cut
-from db.components import add_roots, join, members_of_components, neurons_of_roots, regroup
-from db.models import Adjacency, AgglomerationEdge, Edit, User
-from db.sql import id_chunks, insert_tuples
+from db.mincut import component_labels, components, edge_capacities, minimum_cut
+from db.components import NeuronGraph, add_roots, groups_of, join, neurons_of_roots, read_neuron_graph, regroup
+from db.models import AgglomerationEdge, Edit, User
+from db.sql import insert_tuples
 from db.time_travel import checked_supervoxel_id, current_roots
 from db.users import Role, add_user, editor_of, user_row
 from volumes.errors import ConflictError, ForbiddenError, InputError, NotFoundError, RefusedError
@@ -56,39 +57,25 @@ def _new_edit(session: Session, store: Store, editor: Any, operation: str, argum
             "created_at": now(), "operation": operation, "arguments": arguments, "parent_id": parent_id}
 
 
-def _active_edges_of(session: Session, store: Store, members: Sequence[int]) -> list[tuple[int, int, int]]:
-    """(edge row id, sv_a, sv_b) of the active agglomeration edges leaving the given supervoxels by sv_a.
-
-    Indexed queries by sv_a, so the cost follows the neuron's size, not the dataset's (a join
-    lets the planner scan every edge of the dataset). Every edge inside a neuron has both ends
-    in it, so passing a neuron's members finds all its edges.
-    """
-    connection = session.connection()
-    rows: list[tuple[int, int, int]] = []
-    for part in id_chunks(sorted(members)):
-        rows.extend(run_sql(
-            connection, f"SELECT id, sv_a, sv_b FROM agglomeration_edges WHERE dataset_id = ? AND sv_a IN ({placeholders(len(part))}) "
-                        "AND removed_edit IS NULL", (store.dataset_id, *part)))
-    return rows
-
-
 def _apply_edge_changes(session: Session, store: Store, edit: dict[str, Any], affected_roots: Sequence[int],
                         add_pairs: Sequence[tuple[int, int]], remove_edge_ids: Sequence[int],
-                        pieces: "tuple[dict[int, int], list[list[int]]] | None" = None) -> EditResult:
+                        pieces: "tuple[NeuronGraph, list[list[int]]] | None" = None) -> EditResult:
     """Change the agglomeration edges, then give every neuron the edit touched a new root id.
 
     An edit that only adds edges joins neurons whole (db.components.join: the smaller sides
     move); one that removes edges recomputes the pieces of the neurons it touched and moves the
-    supervoxels that leave (db.components.regroup); `pieces`, (component of each member, groups),
-    when the caller (a split) has just computed them. Runs on the Core connection: this is the
+    supervoxels that leave (db.components.regroup); `pieces`, (the neuron graph, its groups after
+    the cut), when the caller (a split) has just computed them. Runs on the Core connection: this is the
     hot path of every edit, and the ORM's unit of work would cost more than the SQL itself.
     """
     connection = session.connection()
     dataset_id, edit_id = store.dataset_id, edit["id"]
     affected = sorted(set(affected_roots))
     if add_pairs:
-        insert_tuples(connection, AgglomerationEdge.__tablename__, ("dataset_id", "sv_a", "sv_b", "added_edit"),
-                       ((dataset_id, a, b, edit_id) for a, b in add_pairs))
+        capacities = _link_capacities(connection, dataset_id, add_pairs)
+        insert_tuples(connection, AgglomerationEdge.__tablename__,
+                      ("dataset_id", "sv_a", "sv_b", "added_edit", "capacity_nm2"),
+                      ((dataset_id, a, b, edit_id, capacity) for (a, b), capacity in zip(add_pairs, capacities)))
     removed: list[tuple[int, int]] = []
     if remove_edge_ids:
         ids = list(remove_edge_ids)
@@ -98,12 +85,12 @@ def _apply_edge_changes(session: Session, store: Store, edit: dict[str, Any], af
     before = neurons_of_roots(connection, affected)
     groups: list[list[int]] = []
     if remove_edge_ids:
-        if pieces is None:
-            component_of = dict(members_of_components(connection, dataset_id, [n.component for n in before.values()]))
-            pairs = [(a, b) for _, a, b in _active_edges_of(session, store, list(component_of))]
-            pieces = component_of, components(list(component_of), pairs)
-        component_of, groups = pieces
-        after = regroup(connection, dataset_id, edit_id, component_of, groups,
+        if pieces is None:  # the edges are already removed: the pieces are the components of what is left
+            graph = read_neuron_graph(connection, dataset_id, [n.component for n in before.values()],
+                                      [sv for pair in removed for sv in pair])
+            pieces = graph, groups_of(graph.members, component_labels(len(graph.members), graph.a, graph.b))
+        graph, groups = pieces
+        after = regroup(connection, dataset_id, edit_id, graph.members, graph.component, groups,
                         take_ids(session, "root_id", len(groups)))
     else:
         # Only additions: neurons join whole, so the result follows from the roots alone.
@@ -118,6 +105,18 @@ def _apply_edge_changes(session: Session, store: Store, edit: dict[str, Any], af
     connection.execute(insert(Edit), [{**edit, "affected_roots": affected, "resulting_roots": new_roots}])
     return EditResult(edit_id=edit_id, operation=edit["operation"], affected_roots=affected, resulting_roots=new_roots,
                       added_edges=list(add_pairs), removed_edges=removed, groups=groups, sizes=[n.size for n in after])
+
+
+def _link_capacities(connection, dataset_id: int, pairs: Sequence[tuple[int, int]]) -> list[float]:
+    """Min-cut capacity of new links (sv_a < sv_b) from their pairs' contacts; pairs that do not touch get
+    the small capacity of a manual link."""
+    area, score = [], []
+    for a, b in pairs:
+        rows = run_sql(connection, "SELECT contact_area_nm2, boundary_score FROM adjacencies WHERE dataset_id = ? "
+                                   "AND sv_a = ? AND sv_b = ?", (dataset_id, a, b))
+        area.append(rows[0][0] if rows else -1.0)
+        score.append((rows[0][1] or 0.0) if rows else 0.0)
+    return edge_capacities(np.asarray(area, dtype=np.float64), np.asarray(score, dtype=np.float64)).tolist()
 
 
 T = TypeVar("T")
@@ -171,8 +170,12 @@ def merge_points(store: Store, point_a_nm: Sequence[float], point_b_nm: Sequence
 
 
 def _split_plan(session: Session, store: Store, sources: list[int], sinks: list[int],
-                seen_roots: Iterable[int] | None) -> tuple[int, list[int], dict[int, int], list[list[int]]]:
-    """(root, ids of the edge rows to remove, component of each member, resulting groups) of a minimum-cut split."""
+                seen_roots: Iterable[int] | None) -> tuple[int, list[int], NeuronGraph, list[list[int]]]:
+    """(root, ids of the edge rows to remove, the neuron's graph, resulting groups) of a minimum-cut split.
+
+    Capacities come from the adjacency graph: contact area times (1 - boundary score), so the
+    cut prefers small contacts across strong membranes.
+    """
     if not sources or not sinks:
         raise InputError("a split needs at least one source and one sink supervoxel")
     both = sorted(set(sources) & set(sinks))
@@ -187,32 +190,14 @@ def _split_plan(session: Session, store: Store, sources: list[int], sinks: list[
         raise RefusedError(f"sources and sinks must be in one neuron, but they are in {len(distinct)} ({listed})")
     root = distinct[0]
     neuron = neurons_of_roots(session.connection(), [root])[root]
-    members = [sv for sv, _ in members_of_components(session.connection(), store.dataset_id, [neuron.component])]
-    edges = _active_edges_of(session, store, members)
-    contacts = _contact(session, store, edges)
-    rows = [(row_id, a, b, *contacts.get((a, b), (None, None))) for row_id, a, b in edges]
-    cut_rows = minimum_cut(rows, sources, sinks)
-    cut_ids = {row_id for row_id, _, _ in cut_rows}
-    groups = components(members, [(a, b) for row_id, a, b, _, _ in rows if row_id not in cut_ids])
-    for group in groups:
-        members_of_group = set(group)
-        if members_of_group & set(sources) and members_of_group & set(sinks):
-            raise RefusedError("no cut separates these sources from these sinks")
-    return root, sorted(cut_ids), {sv: neuron.component for sv in members}, groups
-
-
-def _contact(session: Session, store: Store, edges: Sequence[tuple[int, int, int]]) -> dict[tuple[int, int], tuple]:
-    """(contact area, boundary score) of each edge's supervoxel pair that touches."""
-    found: dict[tuple[int, int], tuple] = {}
-    firsts = sorted({a for _, a, _ in edges})
-    wanted = {(a, b) for _, a, b in edges}
-    for part in id_chunks(firsts):
-        for a, b, area, score in session.connection().execute(
-                select(Adjacency.sv_a, Adjacency.sv_b, Adjacency.contact_area_nm2, Adjacency.boundary_score).where(
-                    Adjacency.dataset_id == store.dataset_id, Adjacency.sv_a.in_(part))):
-            if (a, b) in wanted:
-                found[(a, b)] = (area, score)
-    return found
+    graph = read_neuron_graph(session.connection(), store.dataset_id, [neuron.component], sources + sinks)
+    source_index, sink_index = np.searchsorted(graph.members, sources), np.searchsorted(graph.members, sinks)
+    cut = minimum_cut(len(graph.members), graph.a, graph.b, graph.capacity, source_index, sink_index)
+    kept = ~cut
+    labels = component_labels(len(graph.members), graph.a[kept], graph.b[kept])
+    if set(labels[source_index].tolist()) & set(labels[sink_index].tolist()):
+        raise RefusedError("no cut separates these sources from these sinks")
+    return root, sorted(graph.edge_ids[cut].tolist()), graph, groups_of(graph.members, labels)
 
 
 def split(store: Store, sources: Iterable[int], sinks: Iterable[int], user: "str | User",
@@ -236,9 +221,9 @@ def split(store: Store, sources: Iterable[int], sinks: Iterable[int], user: "str
                           removed_edges=sorted(removed), groups=groups, sizes=[len(g) for g in groups])
     with writing(store, session) as session:
         editor = editor_of(session, user)
-        root, cut_ids, component_of, groups = _split_plan(session, store, sources, sinks, seen_roots)
+        root, cut_ids, graph, groups = _split_plan(session, store, sources, sinks, seen_roots)
         edit = _new_edit(session, store, editor, "split", {"sources": sources, "sinks": sinks})
-        return _apply_edge_changes(session, store, edit, [root], [], cut_ids, pieces=(component_of, groups))
+        return _apply_edge_changes(session, store, edit, [root], [], cut_ids, pieces=(graph, groups))
 
 
 def undo(store: Store, edit_id: int, user: "str | User", seen_roots: Iterable[int] | None = None,

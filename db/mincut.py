@@ -57,33 +57,39 @@ def _small_components(nodes: Sequence[int], pairs: Sequence[tuple[int, int]]) ->
     return sorted(groups.values(), key=lambda group: group[0])
 
 
-def minimum_cut(rows: Sequence[tuple], sources: list[int], sinks: list[int]) -> list[tuple[int, int, int]]:
-    """Edge rows (id, sv_a, sv_b) of a minimum cut; capacity = contact area x (1 - boundary score).
+def edge_capacities(area_nm2: np.ndarray, boundary_score: np.ndarray) -> np.ndarray:
+    """Min-cut capacity of agglomeration edges: contact area x (1 - boundary score); a negative
+    area marks a pair that does not touch (a manual link), which gets a small capacity of its own."""
+    capacity = np.where(area_nm2 < 0, UNTOUCHING_EDGE_CAPACITY_NM2, area_nm2 * (1.0 - boundary_score))
+    return np.maximum(capacity, MINIMUM_CAPACITY_NM2)
 
-    scipy's maximum_flow (compiled, integer capacities) on the neuron's graph plus a super source
-    and sink; the cut is the set of edges leaving what the source still reaches in the residual graph.
+
+def component_labels(count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected-component label of each of `count` nodes, given edges as node indices."""
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(count, count))
+    return connected_components(graph, directed=False)[1]
+
+
+def minimum_cut(count: int, a: np.ndarray, b: np.ndarray, capacity: np.ndarray, sources: np.ndarray,
+                sinks: np.ndarray) -> np.ndarray:
+    """Which edges (node indices a, b) a minimum cut between the source and sink nodes removes.
+
+    scipy's maximum_flow (compiled, integer capacities) on the graph plus a super source and
+    sink; the cut is the set of edges leaving what the source still reaches in the residual graph.
+    All arrays, no Python loop per edge: a neuron of 10^5 supervoxels cuts in tens of milliseconds.
     """
-    nodes = sorted({sv for _, a, b, _, _ in rows for sv in (a, b)} | set(sources) | set(sinks))
-    index = {sv: i for i, sv in enumerate(nodes)}
-    source, sink = len(nodes), len(nodes) + 1
-    capacity = np.array([UNTOUCHING_EDGE_CAPACITY_NM2 if area is None else area * (1.0 - (score or 0.0))
-                         for _, _, _, area, score in rows], dtype=np.float64)
-    capacity = np.maximum(capacity, MINIMUM_CAPACITY_NM2)
+    source, sink = count, count + 1
     # Integer capacities for scipy: scaled so that even all of them together stay within int32.
     scaled = np.maximum(1, np.floor(capacity * (1e9 / (capacity.sum() + 1.0)))).astype(np.int64)
     infinite = int(scaled.sum()) + 1
-    a = np.array([index[row[1]] for row in rows], dtype=np.int32)
-    b = np.array([index[row[2]] for row in rows], dtype=np.int32)
-    seeds_out = np.array([index[sv] for sv in sources], dtype=np.int32)
-    seeds_in = np.array([index[sv] for sv in sinks], dtype=np.int32)
-    tails = np.concatenate([a, b, np.full(len(seeds_out), source), seeds_in]).astype(np.int32)
-    heads = np.concatenate([b, a, seeds_out, np.full(len(seeds_in), sink)]).astype(np.int32)
-    weights = np.concatenate([scaled, scaled, np.full(len(seeds_out) + len(seeds_in), infinite)]).astype(np.int32)
-    graph = csr_matrix((weights, (tails, heads)), shape=(len(nodes) + 2, len(nodes) + 2))
+    tails = np.concatenate([a, b, np.full(len(sources), source), sinks]).astype(np.int32)
+    heads = np.concatenate([b, a, sources, np.full(len(sinks), sink)]).astype(np.int32)
+    weights = np.concatenate([scaled, scaled, np.full(len(sources) + len(sinks), infinite)]).astype(np.int32)
+    graph = csr_matrix((weights, (tails, heads)), shape=(count + 2, count + 2))
     flow = maximum_flow(graph, source, sink).flow
     residual = (graph - flow).tocsr()
     residual.data[residual.data < 0] = 0
     residual.eliminate_zeros()
-    reached = np.zeros(len(nodes) + 2, dtype=bool)
+    reached = np.zeros(count + 2, dtype=bool)
     reached[breadth_first_order(residual, source, directed=True, return_predecessors=False)] = True
-    return sorted({(row[0], row[1], row[2]) for row, i, j in zip(rows, a, b) if reached[i] != reached[j]})
+    return reached[a] != reached[b]

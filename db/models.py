@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -68,7 +68,7 @@ class Adjacency(Base):
 
 
 class AgglomerationEdge(Base):
-    """A link joining two supervoxels into one neuron, active from added_edit until removed_edit."""
+    """A link joining two supervoxels into one neuron (sv_a < sv_b), active from added_edit until removed_edit."""
 
     __tablename__ = "agglomeration_edges"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -77,9 +77,15 @@ class AgglomerationEdge(Base):
     sv_b: Mapped[int] = mapped_column(BigInteger)
     added_edit: Mapped[int] = mapped_column(Integer)
     removed_edit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The link's min-cut capacity, fixed when it is made (the adjacency graph never changes):
+    # db.mincut.edge_capacities of the pair's contact, so a split reads no adjacency rows.
+    capacity_nm2: Mapped[float] = mapped_column(Float)
     __table_args__ = (
         Index("ix_agglomeration_edges_a", "dataset_id", "sv_a"),
         Index("ix_agglomeration_edges_b", "dataset_id", "sv_b"),
+        # The active links only, holding all a cut reads: a split reads the index, not the table.
+        Index("ix_agglomeration_edges_active", "dataset_id", "sv_a", "sv_b", "capacity_nm2", "id",
+              sqlite_where=text("removed_edit IS NULL"), postgresql_where=text("removed_edit IS NULL")),
         Index("ix_agglomeration_edges_added", "added_edit"),
         Index("ix_agglomeration_edges_removed", "removed_edit"),
     )

@@ -50,3 +50,15 @@ def driver_records(session: Session, query, dtype: np.dtype) -> np.ndarray:
         return np.fromiter(cursor, dtype=dtype)
     finally:
         cursor.close()
+
+
+def sql_records(connection: Connection, sql: str, params: Sequence, dtype: np.dtype) -> np.ndarray:
+    """`run_sql`'s statement, its rows straight into a numpy record array (no Python tuple per row)."""
+    if connection.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql, tuple(params))
+        return np.fromiter(cursor, dtype=dtype)
+    finally:
+        cursor.close()

@@ -12,7 +12,7 @@ from db.connection import placeholders, read_session, run_sql
 from db.edit_log import latest_edit
 from db.handle import At, Store
 from db.models import Component, ComponentMember, Edit, Root, Supervoxel
-from db.sql import driver_records, id_chunks
+from db.sql import driver_records, id_chunks, sql_records
 from volumes.errors import InputError, NotFoundError
 from volumes.ids import is_decimal
 
@@ -144,10 +144,10 @@ def supervoxels_of(store: Store, root: int) -> list[int]:
 
 def members_of_root(session: Session, component: int, created_edit: int) -> list[int]:
     """The members of a component as of one of its versions' created edit: that version's supervoxels."""
-    member = ComponentMember
-    return sorted(session.execute(select(member.sv_id).where(
-        member.component_id == component, member.started_edit <= created_edit,
-        or_(member.ended_edit.is_(None), member.ended_edit > created_edit))).scalars().all())
+    rows = sql_records(session.connection(), "SELECT sv_id FROM component_members WHERE component_id = ? "
+                       "AND started_edit <= ? AND (ended_edit IS NULL OR ended_edit > ?)",
+                       (component, created_edit, created_edit), np.dtype([("sv", np.int64)]))
+    return np.sort(rows["sv"]).tolist()
 
 
 def neuron_changes(store: Store, after_edit: int, until_edit: int) -> tuple[list[int], dict[int, list[int]]]:

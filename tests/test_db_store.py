@@ -389,10 +389,17 @@ def test_minimum_cut_costs_what_networkx_finds():
         component = max(nx.connected_components(graph), key=len)
         source, sink = sorted(component)[0], sorted(component)[-1]
         reference, _ = nx.minimum_cut(graph, source, sink)
-        cut = mincut.minimum_cut([r for r in rows if r[1] in component], [source], [sink])
-        capacity = {(a, b): area * (1 - score) for _, a, b, area, score in rows}
-        assert sum(capacity[(a, b)] for _, a, b in cut) == pytest.approx(reference, rel=1e-4)
-        remaining = nx.Graph([(a, b) for _, a, b, _, _ in rows if (a, b) not in {(x, y) for _, x, y in cut}])
+        inside = [r for r in rows if r[1] in component]
+        nodes = np.array(sorted(component))
+        a = np.searchsorted(nodes, [r[1] for r in inside])
+        b = np.searchsorted(nodes, [r[2] for r in inside])
+        capacity = mincut.edge_capacities(np.array([r[3] for r in inside]), np.array([r[4] for r in inside]))
+        mask = mincut.minimum_cut(len(nodes), a, b, capacity, np.searchsorted(nodes, [source]),
+                                  np.searchsorted(nodes, [sink]))
+        cut = [(r[1], r[2]) for r, removed in zip(inside, mask) if removed]
+        capacity_of = {(a, b): area * (1 - score) for _, a, b, area, score in rows}
+        assert sum(capacity_of[pair] for pair in cut) == pytest.approx(reference, rel=1e-4)
+        remaining = nx.Graph([(a, b) for _, a, b, _, _ in rows if (a, b) not in set(cut)])
         remaining.add_nodes_from(component)
         assert not nx.has_path(remaining, source, sink)
 

@@ -4,6 +4,9 @@ Before: every edit rewrote `supervoxels.root_id` and inserted a `root_members` r
 supervoxel of each new neuron. After: supervoxels point at a component, components at their
 current root, and `component_members` records when each supervoxel entered and left a component.
 
+Each agglomeration edge also gets its min-cut capacity (`capacity_nm2`, from the pair's contact),
+so a split reads the neuron's edges alone.
+
 The conversion keeps every root id and the whole history exactly: each existing root becomes a
 component of its own (named, as db.components names them, after that root), whose members are
 the root's supervoxels from its created edit until its retired edit. Edits made after the
@@ -43,6 +46,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column('size_supervoxels', sa.BigInteger(), nullable=True))
     with op.batch_alter_table('supervoxels') as batch:
         batch.add_column(sa.Column('component_id', sa.BigInteger(), nullable=True))
+    with op.batch_alter_table('agglomeration_edges') as batch:
+        batch.add_column(sa.Column('capacity_nm2', sa.Float(), nullable=True))
 
     op.execute("UPDATE roots SET component_id = id, size_supervoxels = "
                "(SELECT count(*) FROM root_members m WHERE m.root_id = roots.id)")
@@ -52,6 +57,12 @@ def upgrade() -> None:
     op.execute("INSERT INTO components (id, dataset_id, root_id, size_supervoxels) "
                "SELECT id, dataset_id, id, size_supervoxels FROM roots WHERE retired_edit IS NULL")
     op.execute("UPDATE supervoxels SET component_id = root_id")
+    # db.mincut.edge_capacities as of this revision: area x (1 - score), at least 0.001; 1.0 for untouching pairs.
+    op.execute("UPDATE agglomeration_edges SET capacity_nm2 = COALESCE((SELECT CASE "
+               "WHEN j.contact_area_nm2 * (1 - COALESCE(j.boundary_score, 0)) < 0.001 THEN 0.001 "
+               "ELSE j.contact_area_nm2 * (1 - COALESCE(j.boundary_score, 0)) END FROM adjacencies j "
+               "WHERE j.dataset_id = agglomeration_edges.dataset_id AND j.sv_a = agglomeration_edges.sv_a "
+               "AND j.sv_b = agglomeration_edges.sv_b), 1.0)")
 
     with op.batch_alter_table('root_members') as batch:
         batch.drop_index('ix_root_members_dataset_sv')
@@ -67,6 +78,11 @@ def upgrade() -> None:
         batch.create_index('ix_supervoxels_dataset_component', ['dataset_id', 'component_id'], unique=False)
     with op.batch_alter_table('component_members') as batch:
         batch.create_index('ix_component_members_component', ['component_id', 'started_edit'], unique=False)
+    with op.batch_alter_table('agglomeration_edges') as batch:
+        batch.alter_column('capacity_nm2', existing_type=sa.Float(), nullable=False)
+        batch.create_index('ix_agglomeration_edges_active', ['dataset_id', 'sv_a', 'sv_b', 'capacity_nm2', 'id'],
+                           unique=False, sqlite_where=sa.text('removed_edit IS NULL'),
+                           postgresql_where=sa.text('removed_edit IS NULL'))
 
 
 def downgrade() -> None:
@@ -88,6 +104,9 @@ def downgrade() -> None:
         batch.drop_index('ix_component_members_component')
     op.drop_table('component_members')
     op.drop_table('components')
+    with op.batch_alter_table('agglomeration_edges') as batch:
+        batch.drop_index('ix_agglomeration_edges_active')
+        batch.drop_column('capacity_nm2')
     with op.batch_alter_table('roots') as batch:
         batch.drop_index('ix_roots_component_created')
         batch.drop_column('size_supervoxels')
