@@ -38,6 +38,7 @@ def run_init(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction, workspace: argparse.ArgumentParser) -> None:
     _register_graph(subparsers, workspace)
     _register_edit(subparsers, workspace)
+    _register_annotate(subparsers, workspace)
     _register_user(subparsers, workspace)
     _register_export(subparsers, workspace)
 
@@ -185,6 +186,96 @@ def _edit_history(args: argparse.Namespace) -> int:
         undone = " (undone)" if record.undone else ""
         print(f"{record.id} {record.time.isoformat(timespec='seconds')} {record.user} {record.operation}{target} "
               f"{arguments}{undone}".replace("  ", " ").rstrip())
+    return 0
+
+
+# ---------------------------------------------------------------- annotate
+
+def _register_annotate(subparsers, workspace: argparse.ArgumentParser) -> None:
+    annotate = subparsers.add_parser("annotate", help="neuron status, cell type, name and notes; bookmarks and to-dos")
+    actions = annotate.add_subparsers(dest="annotate_command", metavar="ACTION")
+    actions.required = True
+    field = actions.add_parser("set", parents=[workspace], help="set a neuron's status, cell_type or name; prints the edit id")
+    field.add_argument("supervoxel", type=_id, help="a supervoxel of the neuron (the annotation's anchor)")
+    field.add_argument("field", choices=["status", "cell_type", "name"], help="which field")
+    field.add_argument("value", help="the value (a status from [proofreading] statuses in connectome.toml)")
+    field.set_defaults(func=_annotate_set)
+    clear = actions.add_parser("clear", parents=[workspace], help="clear a neuron's status, cell_type or name")
+    clear.add_argument("supervoxel", type=_id, help="a supervoxel of the neuron")
+    clear.add_argument("field", choices=["status", "cell_type", "name"], help="which field")
+    clear.set_defaults(func=_annotate_set, value=None)
+    note = actions.add_parser("note", parents=[workspace], help="add a note to a neuron; prints the edit id")
+    note.add_argument("supervoxel", type=_id, help="a supervoxel of the neuron")
+    note.add_argument("text", help="the note (at most 2,000 characters)")
+    note.set_defaults(func=_annotate_add, kind="note", position=None)
+    point = actions.add_parser("point", parents=[workspace], help="add a bookmark or to-do at a position in nm")
+    point.add_argument("position", type=_position, metavar="Z,Y,X", help="position in nm")
+    point.add_argument("text", help="what is there (at most 2,000 characters)")
+    point.add_argument("--kind", choices=["bookmark", "todo"], default="bookmark", help="bookmark (default) or todo")
+    point.add_argument("--supervoxel", type=_id, help="tie it to this supervoxel's neuron")
+    point.set_defaults(func=_annotate_add)
+    remove = actions.add_parser("remove", parents=[workspace], help="end an annotation by id (undo it with 'edit undo')")
+    remove.add_argument("annotation_id", type=_id, help="the annotation's id (see 'annotate list')")
+    remove.set_defaults(func=_annotate_remove)
+    for action in (field, clear, note, point, remove):
+        action.add_argument("--user", required=True, help="the acting user")
+    listing = actions.add_parser("list", parents=[workspace], help="the annotations now or as of an edit or time")
+    listing.add_argument("--root", type=_id, help="only this neuron's (as of --at)")
+    listing.add_argument("--kind", action="append", help="only these kinds (repeatable)")
+    listing.add_argument("--at", help="edit id or ISO time (default: now)")
+    listing.add_argument("--json", action="store_true", help="one JSON array (ids as strings)")
+    listing.set_defaults(func=_annotate_list)
+
+
+def _position(text: str) -> tuple[float, float, float]:
+    try:
+        z, y, x = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a position Z,Y,X in nm, not {text!r}") from None
+    return z, y, x
+
+
+def _annotate_set(args: argparse.Namespace) -> int:
+    from db import store as S
+    from volumes.workspace import Workspace
+
+    statuses = Workspace(args.workspace).statuses
+    with _open(args) as store:
+        print(S.set_neuron_field(store, args.supervoxel, args.field, args.value, args.user, statuses=statuses).edit_id)
+    return 0
+
+
+def _annotate_add(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        print(S.add_annotation(store, args.kind, args.text, args.user, supervoxel=args.supervoxel,
+                               position_nm=args.position).edit_id)
+    return 0
+
+
+def _annotate_remove(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        print(S.remove_annotation(store, args.annotation_id, args.user).edit_id)
+    return 0
+
+
+def _annotate_list(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        found = S.annotations(store, at=args.at, root=args.root, kinds=args.kind)
+    if args.json:
+        json.dump([item.as_json() for item in found], sys.stdout, indent=1)
+        print()
+        return 0
+    for item in found:
+        where = f"neuron {item.root}" if item.root is not None else "no neuron"
+        at = "" if item.position_nm is None else " at " + ",".join(f"{v:g}" for v in item.position_nm)
+        flag = " (set on an earlier version)" if item.earlier_version else ""
+        print(f"{item.id} {item.kind} {item.value!r} {where}{at} by {item.user} in edit {item.edit_id}{flag}")
     return 0
 
 

@@ -14,6 +14,7 @@ from db.edit_log import EditRecord, latest_children
 from db.graph_store import supervoxel_at
 from db.handle import Store, reading, writing
 from db.mincut import component_labels, components, edge_capacities, minimum_cut
+from db import annotations
 from db.components import NeuronGraph, add_roots, groups_of, join, neurons_of_roots, read_neuron_graph, regroup
 from db.models import AgglomerationEdge, Edit, User
 from db.sql import insert_tuples
@@ -250,7 +251,7 @@ def _undo_or_redo(store: Store, edit_id: int, user: "str | User", seen_roots: It
         target = session.get(Edit, edit_id)
         if target is None or target.dataset_id != store.dataset_id:
             raise NotFoundError(f"no edit {edit_id} in dataset {store.dataset!r}")
-        if target.operation not in ("merge", "split"):
+        if target.operation not in ("merge", "split", "annotate"):
             instead = "redo" if target.operation == "undo" else "undo"
             raise InputError(f"edit {edit_id} is itself an {target.operation} of edit {target.parent_id}; "
                              f"{instead} edit {target.parent_id} instead")
@@ -263,6 +264,10 @@ def _undo_or_redo(store: Store, edit_id: int, user: "str | User", seen_roots: It
             raise RefusedError(f"edit {edit_id} is already undone (by edit {last[0]}); redo it instead")
         if operation == "redo" and not undone:
             raise RefusedError(f"edit {edit_id} is not undone, so there is nothing to redo")
+        if target.operation == "annotate":
+            outcome = annotations.reverse(session, store, editor.id, target, last[0] if last else None, operation)
+            return EditResult(edit_id=outcome.edit_id, operation=operation, affected_roots=outcome.affected_roots,
+                              resulting_roots=outcome.affected_roots)
         added, removed, active, later = _edge_history(session, store, edit_id)
         to_add, to_remove = (removed, added) if operation == "undo" else (added, removed)
         clashes = sorted([pair for pair in to_remove if pair not in active] + [pair for pair in to_add if pair in active])
@@ -309,6 +314,24 @@ def _edge_history(session: Session, store: Store, edit_id: int):
     return added, removed, active, later
 
 
+def _replay_annotation(store: Store, arguments: dict[str, Any], user: str, session: Session,
+                       new_annotations: dict[int, int]) -> EditResult:
+    """One logged annotation change again (its status is taken as logged, whatever today's vocabulary)."""
+    if arguments["action"] == "set":
+        value = arguments["value"]
+        outcome = annotations.set_neuron_field(store, arguments["supervoxel"], arguments["kind"], value, user,
+                                               statuses=[value] if value else (), session=session)
+    elif arguments["action"] == "add":
+        outcome = annotations.add_annotation(store, arguments["kind"], arguments["value"], user, arguments["supervoxel"],
+                                             arguments["position_nm"], session=session)
+    else:
+        logged = arguments["annotation"]
+        outcome = annotations.remove_annotation(store, new_annotations.get(logged, logged), user, session=session)
+    new_annotations.update(zip(arguments.get("started", []), outcome.started))
+    return EditResult(edit_id=outcome.edit_id, operation="annotate", affected_roots=outcome.affected_roots,
+                      resulting_roots=outcome.affected_roots)
+
+
 REPLAY_BATCH_EDITS = 200  # edits per transaction when replaying a log (group commit)
 
 
@@ -324,6 +347,7 @@ def replay(store: Store, records: Iterable[EditRecord]) -> list[EditResult]:
     for name in sorted({record.user for record in records} - known):
         add_user(store, name, "admin")
     new_ids: dict[int, int] = {}
+    new_annotations: dict[int, int] = {}  # logged annotation id -> the replay's
     failures: list[Exception] = []
 
     def rerun(record: EditRecord) -> Callable[[Session], EditResult]:
@@ -346,6 +370,8 @@ def replay(store: Store, records: Iterable[EditRecord]) -> list[EditResult]:
         elif record.operation in ("undo", "redo"):
             target = new_ids.get(arguments["edit"], arguments["edit"])
             result = (undo if record.operation == "undo" else redo)(store, target, user=user, session=session)
+        elif record.operation == "annotate":
+            result = _replay_annotation(store, arguments, user, session, new_annotations)
         else:
             raise InputError(f"edit {record.id}: unknown operation {record.operation!r}")
         new_ids[record.id] = result.edit_id

@@ -174,6 +174,34 @@ class Edit(Base):
     )
 
 
+class Annotation(Base):
+    """A status, cell type, name, note, bookmark or to-do, alive from set_edit until ended_edit (db.annotations).
+
+    anchor_sv ties it to a neuron (whichever holds that supervoxel); anchor_root is that neuron's
+    root when it was set; a point annotation also has a position in nm.
+    """
+
+    __tablename__ = "annotations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(2000))
+    anchor_sv: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    anchor_root: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    position_z_nm: Mapped[float | None] = mapped_column(Float, nullable=True)
+    position_y_nm: Mapped[float | None] = mapped_column(Float, nullable=True)
+    position_x_nm: Mapped[float | None] = mapped_column(Float, nullable=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    set_edit: Mapped[int] = mapped_column(Integer)
+    ended_edit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    __table_args__ = (
+        Index("ix_annotations_dataset_kind", "dataset_id", "kind", "ended_edit"),
+        Index("ix_annotations_set", "set_edit"),
+        Index("ix_annotations_ended", "ended_edit"),
+    )
+
+
 class SynapseBlock(Base):
     """A batch of synapses stored column-wise: one row holds up to SYNAPSE_BLOCK_ROWS synapses.
 

@@ -6,6 +6,7 @@ This module is the facade; the code lives in modules by concern (callers import 
     db.users          users, roles (one enum) and tokens
     db.graph_store    loading supervoxels and their adjacency graph; layers; point -> supervoxel
     db.edits          merge, split, undo, redo, group commit, replay: one code path
+    db.annotations    neuron status, cell type, name, notes, bookmarks/to-dos: anchored, logged, undoable
     db.mincut         the split's minimum cut and connected components (numpy/scipy, no database)
     db.edit_log       the edit log: history, lineage, latest edit
     db.components     neurons as components: union by size, interval-stamped membership (why: there)
@@ -54,6 +55,7 @@ Functions (all take the Store first):
     roots_of, root_of, supervoxels_of, equivalence_groups, neurons_of_several, neuron_changes, lineage,
     latest_edit_id, resolve_at,
     history, replay,
+    set_neuron_field, add_annotation, remove_annotation, annotations, neuron_fields,
     add_synapses, synapses_of_root, synapse_table, edge_table, neuron_table, supervoxel_at
 """
 
@@ -62,6 +64,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from db.annotations import (DEFAULT_STATUSES, KINDS, NEURON_FIELDS, Annotation, AnnotationEdit, add_annotation,
+                            annotations, neuron_fields, remove_annotation, set_neuron_field)
 from db.connection import (check_existing_store, ensure_dataset, make_engine, migrate, require_existing_database,
                            stop_checkpointer)
 from db.edit_log import EditRecord, history, latest_edit_id, lineage
@@ -80,6 +84,8 @@ if TYPE_CHECKING:
     from volumes.workspace import Workspace
 
 __all__ = [
+    "Annotation", "AnnotationEdit", "DEFAULT_STATUSES", "KINDS", "NEURON_FIELDS", "add_annotation", "annotations",
+    "neuron_fields", "remove_annotation", "set_neuron_field",
     "At", "ConflictError", "DEFAULT_DATASET", "EditRecord", "EditResult", "ForbiddenError", "InputError",
     "NotFoundError", "ROLES", "RefusedError", "Role", "SYNAPSE_BLOCK_LAYOUT", "SYNAPSE_BLOCK_ROWS", "SYNAPSE_COLUMNS",
     "SYNAPSE_POINT_COLUMNS", "Store", "UnauthorizedError", "add_layer", "add_synapses", "add_user", "apply_edits",

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from db.connection import read_session, run_sql, take_ids, write_session
 from db.handle import At, DEFAULT_DATASET, Store
+from db.annotations import NEURON_FIELDS, neuron_fields
 from db.models import Dataset, Supervoxel, SynapseBlock
 from db.time_travel import resolve_at_in, root_map, supervoxels_of
 from volumes.errors import InputError
@@ -216,7 +217,8 @@ def edge_table(store: Store, at: At = None, synapses: "pd.DataFrame | None" = No
 
 
 def neuron_table(store: Store, at: At = None, synapses: "pd.DataFrame | None" = None) -> "pd.DataFrame":
-    """One row per neuron as of `at`: root_id, n_supervoxels, voxels, n_pre, n_post (synapse counts)."""
+    """One row per neuron as of `at`: root_id, n_supervoxels, voxels, n_pre, n_post (synapse counts), and the
+    status, cell_type and name proofreaders set (empty strings where none)."""
     with read_session(store.engine) as session:
         edit = resolve_at_in(session, store, at)
         svs, roots = root_map(session, store, edit)
@@ -227,4 +229,7 @@ def neuron_table(store: Store, at: At = None, synapses: "pd.DataFrame | None" = 
     neurons = neurons.groupby("root_id", sort=True).agg(n_supervoxels=("voxels", "size"), voxels=("voxels", "sum"))
     neurons["n_pre"] = synapses["pre_pt_root_id"].value_counts().reindex(neurons.index, fill_value=0).to_numpy()
     neurons["n_post"] = synapses["post_pt_root_id"].value_counts().reindex(neurons.index, fill_value=0).to_numpy()
+    fields = neuron_fields(store, edit)
+    for field in NEURON_FIELDS:
+        neurons[field] = [fields.get(root, {}).get(field, "") for root in neurons.index.tolist()]
     return neurons.reset_index().astype({"n_pre": np.int64, "n_post": np.int64})

@@ -139,14 +139,28 @@ def supervoxels_of(store: Store, root: int) -> list[int]:
         row = session.get(Root, int(root))
         if row is None or row.dataset_id != store.dataset_id:
             raise NotFoundError(f"unknown root {root} in dataset {store.dataset!r}")
-        return members_of_root(session, row.component_id, row.created_edit)
+        return members_of_root(session, store, row.component_id, row.created_edit, row.retired_edit is None)
 
 
-def members_of_root(session: Session, component: int, created_edit: int) -> list[int]:
-    """The members of a component as of one of its versions' created edit: that version's supervoxels."""
+def members_of_root(session: Session, store: Store, component: int, created_edit: int, current: bool) -> list[int]:
+    """The supervoxels of one version of a component: its members as of the version's created edit.
+
+    A current version reads the component's members as they are (O(members)); a past one reads
+    the component's membership history (O(everything that ever joined it)).
+    """
+    one = np.dtype([("sv", np.int64)])
+    if current:
+        # One statement, so one snapshot even on PostgreSQL: nothing comes back if the version stopped
+        # being current meanwhile, and the history below answers instead.
+        rows = sql_records(session.connection(), "SELECT s.id FROM supervoxels s JOIN components c ON c.id = s.component_id "
+                           "WHERE s.dataset_id = ? AND s.component_id = ? AND c.root_id = (SELECT r.id FROM roots r "
+                           "WHERE r.component_id = ? AND r.created_edit = ?)",
+                           (store.dataset_id, component, component, created_edit), one)
+        if len(rows):
+            return np.sort(rows["sv"]).tolist()
     rows = sql_records(session.connection(), "SELECT sv_id FROM component_members WHERE component_id = ? "
                        "AND started_edit <= ? AND (ended_edit IS NULL OR ended_edit > ?)",
-                       (component, created_edit, created_edit), np.dtype([("sv", np.int64)]))
+                       (component, created_edit, created_edit), one)
     return np.sort(rows["sv"]).tolist()
 
 
@@ -161,10 +175,11 @@ def neuron_changes(store: Store, after_edit: int, until_edit: int) -> tuple[list
         retired = session.execute(select(Root.id).where(
             Root.dataset_id == store.dataset_id, Root.retired_edit > after_edit, Root.retired_edit <= until_edit)
         ).scalars().all()
-        created = session.execute(select(Root.id, Root.component_id, Root.created_edit).where(
+        created = session.execute(select(Root.id, Root.component_id, Root.created_edit, Root.retired_edit).where(
             Root.dataset_id == store.dataset_id, Root.created_edit > after_edit, Root.created_edit <= until_edit,
             or_(Root.retired_edit.is_(None), Root.retired_edit > until_edit))).all()
-        return sorted(retired), {root: members_of_root(session, component, edit) for root, component, edit in created}
+        return sorted(retired), {root: members_of_root(session, store, component, edit, retired_edit is None)
+                                 for root, component, edit, retired_edit in created}
 
 
 def neurons_of_several(store: Store, at: At = None) -> dict[int, list[int]]:

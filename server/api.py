@@ -194,6 +194,61 @@ class UndoRedoHandler(ApiHandler):
         self.send(edit_result_json(result, target_edit_id=target))
 
 
+def annotation_edit_json(outcome: store.AnnotationEdit) -> dict:
+    return {"edit_id": outcome.edit_id, "operation": outcome.operation, "started": outcome.started,
+            "ended": outcome.ended, "roots": [str(root) for root in outcome.affected_roots]}
+
+
+class AnnotationsHandler(ApiHandler):
+    """GET the annotations (now or ?at=, of ?root=, of ?kind=...); POST a note, bookmark or to-do."""
+
+    max_body_bytes = EDIT_MAX_BODY_BYTES
+
+    async def get(self) -> None:
+        await self.caller()
+        at = parse_at(self.get_query_argument("at", None))
+        root = self.get_query_argument("root", None)
+        root_id = ids.parse_id(root, "root") if root is not None else None
+        kinds = self.get_query_arguments("kind") or None
+        found = await self.call(store.annotations, self.server.store, at, root_id, kinds)
+        self.send({"annotations": [item.as_json() for item in found]})
+
+    async def post(self) -> None:
+        caller = await self.caller("proofreader")
+        body = self.json_body()
+        supervoxel = ids.parse_id(body["supervoxel"], "supervoxel") if body.get("supervoxel") is not None else None
+        outcome = await self.edit(self.server.edit_annotation, caller, store.add_annotation, kind=body.get("kind"),
+                                  text=body.get("text"), supervoxel=supervoxel, position_nm=body.get("position_nm"))
+        self.send(annotation_edit_json(outcome))
+
+
+class NeuronFieldHandler(ApiHandler):
+    """POST {"supervoxel", "field": status|cell_type|name, "value"} sets a neuron's field (value null clears it)."""
+
+    required_role = "proofreader"
+    max_body_bytes = EDIT_MAX_BODY_BYTES
+
+    async def post(self) -> None:
+        caller = await self.caller("proofreader")
+        body = self.json_body()
+        supervoxel = ids.parse_id(body.get("supervoxel"), "supervoxel")
+        outcome = await self.edit(self.server.edit_annotation, caller, store.set_neuron_field, supervoxel=supervoxel,
+                                  kind=body.get("field"), value=body.get("value"))
+        self.send(annotation_edit_json(outcome))
+
+
+class AnnotationRemoveHandler(ApiHandler):
+    required_role = "proofreader"
+    max_body_bytes = EDIT_MAX_BODY_BYTES
+
+    async def post(self) -> None:
+        caller = await self.caller("proofreader")
+        annotation_id = ids.parse_id(self.json_body().get("annotation_id"), "annotation_id")
+        outcome = await self.edit(self.server.edit_annotation, caller, store.remove_annotation,
+                                  annotation_id=annotation_id)
+        self.send(annotation_edit_json(outcome))
+
+
 class HistoryHandler(ApiHandler):
     async def get(self) -> None:
         await self.caller()
@@ -293,6 +348,9 @@ def api_routes(server: ServerServices) -> list[tuple]:
         (r"/api/edits/undo", UndoRedoHandler, {"operation": "undo"}),
         (r"/api/edits/redo", UndoRedoHandler, {"operation": "redo"}),
         (r"/api/history", HistoryHandler, {}),
+        (r"/api/annotations", AnnotationsHandler, {}),
+        (r"/api/annotations/neuron", NeuronFieldHandler, {}),
+        (r"/api/annotations/remove", AnnotationRemoveHandler, {}),
         (r"/api/neurons/([^/]+)/synapses", NeuronSynapsesHandler, {}),
         (r"/api/export/([^/]+)", ExportHandler, {}),
         (r"/api/users", UsersHandler, {}),

@@ -96,6 +96,7 @@ class ProofreadingServer:
                  image_layer: str | None = None, segmentation_layer: str | None = None):
 
         self.workspace = workspace
+        self.statuses = workspace.statuses  # the neuron status vocabulary, checked before anything runs
         self.layers = choose_layers(workspace, image_layer, segmentation_layer)
         self.store = store.open_store(workspace, create=False)
         self.executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="connectome-store")
@@ -301,6 +302,12 @@ class ProofreadingServer:
                           lambda session, seen: store.split(self.store, sources=sources, sinks=sinks, user=caller.name,
                                                             preview=preview, seen_roots=seen, session=session))
 
+    def edit_annotation(self, caller: Caller, function, **arguments) -> "Future[store.AnnotationEdit]":
+        """Queue an annotation change: `function` is store.set_neuron_field, add_annotation or remove_annotation."""
+        if function is store.set_neuron_field:
+            arguments["statuses"] = self.statuses
+        return self.edits.submit(lambda session: function(self.store, user=caller.name, session=session, **arguments))
+
     def edit_undo_or_redo(self, caller: Caller, operation: str,
                           edit_id: int | None = None) -> "Future[tuple[int, store.EditResult]]":
         """Undo or redo `edit_id`, or the latest edit the caller may undo / redo; the Future gives (target edit, result).
@@ -322,14 +329,18 @@ class ProofreadingServer:
 
 
 def _latest_target(records: list, operation: str, caller: Caller):
-    """The merge/split to undo (latest one in effect) or redo (latest one undone) that the caller may touch."""
+    """The caller's own latest edit to undo (latest one in effect) or redo (latest one undone).
+
+    Own edits only, admins too: a key press must never silently reverse a colleague's work;
+    an admin undoes someone else's edit by its id.
+    """
     by_id = {record.id: record for record in records}
     wanted_undone = operation == "redo"
     for record in reversed(records):
-        original = record if record.operation in ("merge", "split") else by_id.get(record.parent_id)
+        original = record if record.operation in ("merge", "split", "annotate") else by_id.get(record.parent_id)
         if original is None or original.undone != wanted_undone:
             continue
-        if caller.may("admin") or original.user == caller.name:
+        if original.user == caller.name:
             return original
     raise RefusedError(f"there is no edit for {caller.name} to {operation}")
 

@@ -32,6 +32,7 @@ class ServerServices(Protocol):
     auth: Authenticator
     url: str
     layers: ServedLayerNames
+    statuses: tuple[str, ...]
 
     def known_roots(self, supervoxels: list[int], at: Any = None) -> dict[int, int]: ...
 
@@ -43,6 +44,8 @@ class ServerServices(Protocol):
 
     def edit_undo_or_redo(self, caller: Caller, operation: str,
                           edit_id: int | None = None) -> "Future[tuple[int, store.EditResult]]": ...
+
+    def edit_annotation(self, caller: Caller, function: Any, **arguments: Any) -> "Future[store.AnnotationEdit]": ...
 
     def viewer_for(self, caller: Caller) -> ViewerPage: ...
 

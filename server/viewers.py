@@ -8,7 +8,9 @@ Key and mouse bindings (chosen not to clash with Neuroglancer's defaults):
     p                 preview the split (the neuron is drawn as the pieces it would become)
     k                 run the split
     c                 clear split marks and preview
-    ctrl+z / ctrl+y   undo / redo (the latest edit this user may undo / redo)
+    ctrl+z / ctrl+y   undo / redo (this user's own latest edit; an admin undoes others' by id)
+    n                 show the neuron under the mouse: root id, status, cell type, name, notes
+    shift+n           set that neuron's status to the next one of the vocabulary
 
 The status line at the bottom says what happened, who did it, and why an edit was refused.
 Edits themselves run on the server's worker threads, never on the tornado thread.
@@ -22,6 +24,7 @@ from typing import Callable
 
 import neuroglancer
 
+from db import store
 from server.auth import Caller
 from server.services import ServerServices
 from volumes.errors import ConnectomeError
@@ -48,6 +51,8 @@ KEY_BINDINGS = {
     "keyc": "split-clear",
     "control+keyz": "undo",
     "control+keyy": "redo",
+    "keyn": "neuron-info",
+    "shift+keyn": "next-status",
 }
 MOUSE_BINDINGS = {"alt+click0": "split-source", "alt+shift+click0": "split-sink"}
 
@@ -125,6 +130,8 @@ class UserViewer:
             "split-clear": self._on_clear_split,
             "undo": lambda action_state: self._submit(self._undo_or_redo, "undo"),
             "redo": lambda action_state: self._submit(self._undo_or_redo, "redo"),
+            "neuron-info": lambda action_state: self._on_neuron(action_state, self._neuron_info),
+            "next-status": lambda action_state: self._on_neuron(action_state, self._next_status),
         }
         for name, handler in handlers.items():
             self.viewer.actions.add(name, handler)
@@ -215,6 +222,33 @@ class UserViewer:
             self.server.refresh_viewer(self)
             return f"split preview: {len(result.removed_edges)} edges would be cut into {len(result.groups)} pieces; k splits, c cancels"
         return f"split into {len(result.resulting_roots)} neurons (edit {result.edit_id})"
+
+    def _on_neuron(self, action_state, job: Callable[[int], str]) -> None:
+        supervoxel = selected_supervoxel(action_state)
+        if supervoxel is None:
+            self.set_status(f"{self.caller.name}: no segment under the mouse")
+            return
+        self._submit(job, supervoxel)
+
+    def _neuron_info(self, supervoxel: int) -> str:
+        """Root id, fields and notes of the neuron holding `supervoxel`, flagged where set on an earlier version."""
+        root = self.server.known_roots([supervoxel])[supervoxel]
+        found = store.annotations(self.server.store, root=root)
+        parts = [f"neuron {root}"]
+        for item in found:
+            flag = " (set before the last change)" if item.earlier_version else ""
+            parts.append(f"{item.kind} {item.value!r} by {item.user}{flag}")
+        return "; ".join(parts) if found else f"neuron {root}: no status, type, name or notes yet"
+
+    def _next_status(self, supervoxel: int) -> str:
+        statuses = list(self.server.statuses)
+        root = self.server.known_roots([supervoxel])[supervoxel]
+        current = [a.value for a in store.annotations(self.server.store, root=root, kinds=["status"])]
+        following = statuses[(statuses.index(current[-1]) + 1) % len(statuses)] if current and current[-1] in statuses \
+            else statuses[0]
+        outcome = self.server.edit_annotation(self.caller, store.set_neuron_field, supervoxel=supervoxel,
+                                              kind="status", value=following).result()
+        return f"neuron {root} status {following!r} (edit {outcome.edit_id})"
 
     def _undo_or_redo(self, operation: str) -> str:
         target_edit_id, result = self.server.edit_undo_or_redo(self.caller, operation).result()

@@ -56,6 +56,23 @@ def test_edit_session_from_the_command_line(ws, capsys, tmp_path):
     assert code == 0 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["edges.csv", "neurons.csv", "synapses.csv"]
 
 
+def test_annotations_from_the_command_line(ws, capsys):
+    run(capsys, "graph", "build", "-w", ws, "--segmentation", "seg")
+    run(capsys, "user", "add", "ana", "-w", ws, "--role", "proofreader")
+    assert run(capsys, "annotate", "set", "1", "status", "Traced", "-w", ws, "--user", "ana") == (0, "1\n", "")
+    assert run(capsys, "annotate", "note", "2", "soma?", "-w", ws, "--user", "ana")[1] == "2\n"
+    assert run(capsys, "annotate", "point", "20,8,8", "check", "--kind", "todo", "-w", ws, "--user", "ana")[1] == "3\n"
+    assert run(capsys, "edit", "merge", "1", "2", "-w", ws, "--user", "ana")[1] == "4\n"
+    code, out, _ = run(capsys, "annotate", "list", "-w", ws)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3
+    assert "status 'Traced'" in lines[0] and "(set on an earlier version)" in lines[0]
+    code, out, _ = run(capsys, "annotate", "list", "-w", ws, "--at", "1", "--json")
+    assert [(a["kind"], a["value"], a["earlier_version"]) for a in json.loads(out)] == [("status", "Traced", False)]
+    assert run(capsys, "edit", "undo", "1", "-w", ws, "--user", "ana")[1] == "5\n"
+    assert "status" not in run(capsys, "annotate", "list", "-w", ws)[1]
+
+
 @pytest.mark.parametrize("argv, code, message", [
     (["edit", "merge", "1", "2", "--user", "ana"], 1, "already in one neuron"),
     (["edit", "merge", "1", "99", "--user", "ana"], 2, "unknown supervoxel 99"),
@@ -65,6 +82,11 @@ def test_edit_session_from_the_command_line(ws, capsys, tmp_path):
     (["edit", "undo", "7", "--user", "ana"], 2, "no edit 7"),
     (["edit", "undo", "1", "--user", "ana", "--seen-roots", "5"], 1, "conflict"),
     (["edit", "roots", "1", "--at", "not-a-time"], 2, "invalid --at"),
+    (["annotate", "set", "1", "status", "Finished", "--user", "ana"], 2, "unknown status 'Finished'"),
+    (["annotate", "set", "99", "status", "Done", "--user", "ana"], 2, "unknown supervoxel 99"),
+    (["annotate", "note", "1", "x" * 2001, "--user", "ana"], 2, "at most 2000 characters"),
+    (["annotate", "set", "1", "status", "Done", "--user", "vic"], 1, "viewer role"),
+    (["annotate", "remove", "5", "--user", "ana"], 2, "no annotation 5"),
 ])
 def test_refusals_print_one_line_and_exit_1_or_2(ws, capsys, argv, code, message):
     run(capsys, "graph", "build", "-w", ws, "--segmentation", "seg")

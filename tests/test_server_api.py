@@ -122,6 +122,8 @@ def test_openapi_documents_every_api_route(served):
     ("GET", "/api/me"), ("GET", "/api/roots?supervoxels=1"), ("POST", "/api/edits/merge"), ("POST", "/api/edits/split"),
     ("POST", "/api/edits/undo"), ("POST", "/api/edits/redo"), ("GET", "/api/history"),
     ("GET", "/api/neurons/1/synapses"), ("GET", "/api/export/synapses"), ("POST", "/api/users"), ("GET", "/data/image/info"),
+    ("GET", "/api/annotations"), ("POST", "/api/annotations"), ("POST", "/api/annotations/neuron"),
+    ("POST", "/api/annotations/remove"),
 ])
 def test_every_route_needs_a_valid_token(served, method, path):
     server, _, _ = served
@@ -210,6 +212,51 @@ def test_undo_redo_permissions_and_history(served):
     assert only_boss and {e["user"] for e in only_boss} == {"boss"}
     assert requests.get(f"{server.url}/api/history", params={"user": "nobody"}, headers=auth(tokens["vic"])).status_code == 404
     assert requests.get(f"{server.url}/api/history", params={"limit": "-1"}, headers=auth(tokens["vic"])).status_code == 400
+
+
+def test_annotations_through_the_api(served):
+    """Status, notes and to-dos: set by proofreaders, read by anyone, refused with 4xx for bad input or the
+    viewer role, following the neuron through a merge and flagged once it changed, undone by the edit log."""
+    server, tokens, supervoxels = served
+    a, b = supervoxels[44], supervoxels[45]
+    url = f"{server.url}/api/annotations"
+    status = requests.post(f"{url}/neuron", json={"supervoxel": str(a), "field": "status", "value": "Traced"},
+                           headers=auth(tokens["ana"]))
+    assert status.status_code == 200, status.text
+    note = requests.post(url, json={"kind": "note", "text": "axon?", "supervoxel": b}, headers=auth(tokens["ben"]))
+    todo = requests.post(url, json={"kind": "todo", "text": "check", "position_nm": [10, 20, 30]}, headers=auth(tokens["ben"]))
+    assert note.status_code == todo.status_code == 200, (note.text, todo.text)
+    for token, route, body, code in [
+        ("vic", "/neuron", {"supervoxel": a, "field": "status", "value": "Done"}, 403),
+        ("vic", "", {"kind": "note", "text": "x", "supervoxel": a}, 403),
+        ("ana", "/neuron", {"supervoxel": a, "field": "status", "value": "Finished"}, 400),
+        ("ana", "/neuron", {"supervoxel": a, "field": "colour", "value": "red"}, 400),
+        ("ana", "/neuron", {"supervoxel": 987654321, "field": "status", "value": "Done"}, 404),
+        ("ana", "", {"kind": "note", "text": "x" * 2001, "supervoxel": a}, 400),
+        ("ana", "", {"kind": "todo", "text": "x", "position_nm": "here"}, 400),
+        ("ana", "", {"kind": "poem", "text": "x", "supervoxel": a}, 400),
+        ("ana", "/remove", {"annotation_id": 987654}, 404),
+    ]:
+        answer = requests.post(url + route, json=body, headers=auth(tokens[token]))
+        assert answer.status_code == code, (route, body, answer.text)
+        assert "error" in answer.json()
+    merged = requests.post(f"{server.url}/api/edits/merge", json={"supervoxels": [a, b]}, headers=auth(tokens["ana"])).json()
+    root = merged["resulting_roots"][0]
+    mine = requests.get(url, params={"root": root}, headers=auth(tokens["vic"])).json()["annotations"]
+    assert sorted((item["kind"], item["value"], item["earlier_version"]) for item in mine) == [
+        ("note", "axon?", True), ("status", "Traced", True)]
+    before = requests.get(url, params={"at": status.json()["edit_id"]}, headers=auth(tokens["vic"])).json()["annotations"]
+    assert [item["value"] for item in before if item["kind"] == "status"] == ["Traced"]
+    assert requests.post(f"{server.url}/api/edits/undo", json={"edit_id": note.json()["edit_id"]},
+                         headers=auth(tokens["ben"])).status_code == 200
+    kinds = [item["kind"] for item in requests.get(url, params={"root": root}, headers=auth(tokens["vic"])).json()["annotations"]]
+    assert kinds == ["status"]
+    removed = requests.post(f"{url}/remove", json={"annotation_id": todo.json()["started"][0]}, headers=auth(tokens["ben"]))
+    assert removed.status_code == 200
+    assert requests.get(url, params={"kind": "todo"}, headers=auth(tokens["vic"])).json()["annotations"] == []
+    assert requests.get(url, params={"kind": "poem"}, headers=auth(tokens["vic"])).status_code == 400
+    exported = requests.get(f"{server.url}/api/export/neurons", params={"format": "csv"}, headers=auth(tokens["vic"]))
+    assert exported.status_code == 200 and "Traced" in exported.text
 
 
 def test_synapses_of_a_neuron_and_exports(served):

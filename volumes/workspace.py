@@ -18,6 +18,8 @@ from volumes.errors import InputError
 from volumes.options_file import read_toml
 
 CONFIG_NAME = "connectome.toml"
+# neuPrint's body statuses: the default vocabulary of neuron status (db.annotations checks against it)
+DEFAULT_STATUSES = ("Anchor", "Traced", "Roughly traced", "Prelim Roughly traced", "Orphan", "Done")
 LAYER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -101,6 +103,15 @@ class Workspace:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise InputError(f"{self.root / CONFIG_NAME}: [server] port must be an integer from 1 to 65535, not {port!r}")
         return port
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        """The neuron status vocabulary: [proofreading] statuses, by default neuPrint's body statuses."""
+        statuses = self.config.get("proofreading", {}).get("statuses", DEFAULT_STATUSES)
+        if not isinstance(statuses, list | tuple) or not statuses or not all(isinstance(v, str) and v.strip()
+                                                                            for v in statuses):
+            raise InputError(f"{self.root / CONFIG_NAME}: [proofreading] statuses must be a list of names")
+        return tuple(v.strip() for v in statuses)
 
     def set_config(self, section: str, key: str, value: Any) -> None:
         """Change one setting and write connectome.toml back."""
