@@ -127,7 +127,7 @@ def main() -> int:
     unacknowledged = sorted(set(history_ids) - set(acknowledged))
     duplicated = len(acknowledged) - len(set(acknowledged))
     minutes = int(np.ceil(args.minutes))
-    print(f"\nminute  edits/s  merges  undos   p50 ms   p99 ms")
+    print("\nminute  edits/s  merges  undos   p50 ms   p99 ms")
     rates = []
     for minute in range(minutes):
         inside = [row for row in rows if minute * 60 <= row[0] < (minute + 1) * 60]

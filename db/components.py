@@ -121,6 +121,8 @@ def read_neuron_graph(connection: Connection, dataset_id: int, components: Seque
     extra = sorted(set(int(sv) for sv in endpoints))
     extra_component = dict(run_sql(connection, f"SELECT id, component_id FROM supervoxels WHERE dataset_id = ? AND id IN "
                                                f"({placeholders(len(extra))})", (dataset_id, *extra))) if extra else {}
+    wanted = set(components)
+    extra = [sv for sv in extra if extra_component.get(sv) in wanted]  # endpoints may lie in other neurons
     members = np.unique(np.concatenate([edge["a"], edge["b"], np.asarray(extra, dtype=np.int64)]))
     component = np.empty(len(members), dtype=np.int64)
     a, b = np.searchsorted(members, edge["a"]), np.searchsorted(members, edge["b"])
@@ -129,6 +131,24 @@ def read_neuron_graph(connection: Connection, dataset_id: int, components: Seque
     component[a] = edge["component"]
     component[b] = edge["component"]  # an active edge lies inside one component
     return NeuronGraph(members=members, component=component, edge_ids=edge["id"], a=a, b=b, capacity=edge["capacity"])
+
+
+@dataclass(frozen=True)
+class Links:
+    """Agglomeration links by supervoxel id: row ids, ends and capacities."""
+
+    edge_ids: np.ndarray
+    sv_a: np.ndarray
+    sv_b: np.ndarray
+    capacity: np.ndarray
+
+
+def read_neuron_graph_links(connection: Connection, dataset_id: int, added_edit: int) -> Links:
+    """The links an edit added."""
+    rows = sql_records(connection, "SELECT id, sv_a, sv_b, capacity_nm2 FROM agglomeration_edges WHERE added_edit = ? "
+                       "AND dataset_id = ?", (added_edit, dataset_id),
+                       np.dtype([("id", np.int64), ("a", np.int64), ("b", np.int64), ("capacity", np.float64)]))
+    return Links(rows["id"], rows["a"], rows["b"], rows["capacity"])
 
 
 def groups_of(members: np.ndarray, labels: np.ndarray) -> list[list[int]]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import insert, or_, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from db.connection import now, placeholders, read_session, run_sql, take_ids, write_session
@@ -15,7 +15,10 @@ from db.graph_store import supervoxel_at
 from db.handle import Store, reading, writing
 from db.mincut import component_labels, components, edge_capacities, minimum_cut
 from db import annotations
-from db.components import NeuronGraph, add_roots, groups_of, join, neurons_of_roots, read_neuron_graph, regroup
+from db import graph_cache
+from db.components import (Neuron, NeuronGraph, add_roots, groups_of, join, neurons_of_roots, read_neuron_graph,
+                           read_neuron_graph_links, regroup)
+from db.graph_cache import CachedGraph
 from db.models import AgglomerationEdge, Edit, User
 from db.sql import insert_tuples
 from db.time_travel import checked_supervoxel_id, current_roots
@@ -60,52 +63,92 @@ def _new_edit(session: Session, store: Store, editor: Any, operation: str, argum
 
 def _apply_edge_changes(session: Session, store: Store, edit: dict[str, Any], affected_roots: Sequence[int],
                         add_pairs: Sequence[tuple[int, int]], remove_edge_ids: Sequence[int],
-                        pieces: "tuple[NeuronGraph, list[list[int]]] | None" = None) -> EditResult:
+                        pieces: "tuple[NeuronGraph, np.ndarray] | None" = None) -> EditResult:
     """Change the agglomeration edges, then give every neuron the edit touched a new root id.
 
     An edit that only adds edges joins neurons whole (db.components.join: the smaller sides
     move); one that removes edges recomputes the pieces of the neurons it touched and moves the
-    supervoxels that leave (db.components.regroup); `pieces`, (the neuron graph, its groups after
-    the cut), when the caller (a split) has just computed them. Runs on the Core connection: this is the
-    hot path of every edit, and the ORM's unit of work would cost more than the SQL itself.
+    supervoxels that leave (db.components.regroup); `pieces`, (the neuron graph after the cut, a
+    piece label per member), when the caller (a split) has just computed them. Large neurons'
+    graphs are carried from edit to edit (db.graph_cache). Runs on the Core connection: this is
+    the hot path of every edit, and the ORM's unit of work would cost more than the SQL itself.
     """
     connection = session.connection()
     dataset_id, edit_id = store.dataset_id, edit["id"]
     affected = sorted(set(affected_roots))
-    if add_pairs:
-        capacities = _link_capacities(connection, dataset_id, add_pairs)
-        insert_tuples(connection, AgglomerationEdge.__tablename__,
-                      ("dataset_id", "sv_a", "sv_b", "added_edit", "capacity_nm2"),
-                      ((dataset_id, a, b, edit_id, capacity) for (a, b), capacity in zip(add_pairs, capacities)))
+    before = neurons_of_roots(connection, affected)
     removed: list[tuple[int, int]] = []
     if remove_edge_ids:
         ids = list(remove_edge_ids)
         removed = sorted(run_sql(
             connection, f"SELECT sv_a, sv_b FROM agglomeration_edges WHERE id IN ({placeholders(len(ids))})", tuple(ids)))
         run_sql(connection, f"UPDATE agglomeration_edges SET removed_edit = ? WHERE id IN ({placeholders(len(ids))})", (edit_id, *ids))
-    before = neurons_of_roots(connection, affected)
-    groups: list[list[int]] = []
-    if remove_edge_ids:
-        if pieces is None:  # the edges are already removed: the pieces are the components of what is left
-            graph = read_neuron_graph(connection, dataset_id, [n.component for n in before.values()],
-                                      [sv for pair in removed for sv in pair])
-            pieces = graph, groups_of(graph.members, component_labels(len(graph.members), graph.a, graph.b))
-        graph, groups = pieces
+        if pieces is None:  # the edges are removed now: the pieces are the components of what is left
+            graph = _neuron_graph(session, store, list(before.values()), [sv for pair in removed for sv in pair], ids)
+            pieces = graph, component_labels(len(graph.members), graph.a, graph.b)
+        graph, labels = pieces
+        groups = groups_of(graph.members, labels)
         after = regroup(connection, dataset_id, edit_id, graph.members, graph.component, groups,
                         take_ids(session, "root_id", len(groups)))
+        for group, neuron in zip(groups, after):
+            if neuron.size >= graph_cache.CACHED_MIN_SUPERVOXELS:
+                label = labels[np.searchsorted(graph.members, group[0])]
+                graph_cache.keep(session, neuron.root, CachedGraph.piece(graph, labels, label, neuron.component))
     else:
-        # Only additions: neurons join whole, so the result follows from the roots alone.
-        root_of_sv = current_roots(session, store, sorted({sv for pair in add_pairs for sv in pair}))
-        joined = components(affected, [(root_of_sv[a], root_of_sv[b]) for a, b in add_pairs])
-        new_roots = take_ids(session, "root_id", len(joined))
-        after = [join(connection, dataset_id, edit_id, [before[r] for r in group], root)
-                 for group, root in zip(joined, new_roots)]
+        groups = []
+        after = _join(session, store, edit_id, before, add_pairs)
     run_sql(connection, f"UPDATE roots SET retired_edit = ? WHERE id IN ({placeholders(len(affected))})", (edit_id, *affected))
     add_roots(connection, dataset_id, edit_id, after)
     new_roots = [n.root for n in after]
     connection.execute(insert(Edit), [{**edit, "affected_roots": affected, "resulting_roots": new_roots}])
     return EditResult(edit_id=edit_id, operation=edit["operation"], affected_roots=affected, resulting_roots=new_roots,
                       added_edges=list(add_pairs), removed_edges=removed, groups=groups, sizes=[n.size for n in after])
+
+
+def _neuron_graph(session: Session, store: Store, neurons: Sequence[Neuron], endpoints: Sequence[int],
+                  removed_ids: Sequence[int] = ()) -> NeuronGraph:
+    """The graph of current neurons: from the cache for one large neuron (less the links just removed),
+    else read from the store (which has already dropped them)."""
+    if len(neurons) == 1:
+        cached = graph_cache.lookup(session, store.graph_cache, neurons[0].root)
+        if cached is not None:
+            return cached.without(removed_ids).neuron_graph()
+    return read_neuron_graph(session.connection(), store.dataset_id, [n.component for n in neurons], endpoints)
+
+
+def _join(session: Session, store: Store, edit_id: int, before: dict[int, Neuron],
+          add_pairs: Sequence[tuple[int, int]]) -> list[Neuron]:
+    """Add links that only join neurons: the neurons they connect become one each (the smaller sides move)."""
+    connection = session.connection()
+    dataset_id = store.dataset_id
+    root_of_sv = current_roots(session, store, sorted({sv for pair in add_pairs for sv in pair}))
+    joined = components(sorted(before), [(root_of_sv[a], root_of_sv[b]) for a, b in add_pairs])
+    # A large result keeps its graph cached when the largest side's is: the others' are read first (they
+    # are the smaller sides), before they move.
+    carried: dict[int, tuple[CachedGraph, list[CachedGraph]]] = {}
+    for index, group in enumerate(joined):
+        neurons = [before[r] for r in group]
+        keeper = max(neurons, key=lambda n: (n.size, -n.component))
+        cached = graph_cache.lookup(session, store.graph_cache, keeper.root)
+        if cached is not None and sum(n.size for n in neurons) >= graph_cache.CACHED_MIN_SUPERVOXELS:
+            others = [graph_cache.lookup(session, store.graph_cache, n.root) or CachedGraph.of(read_neuron_graph(
+                connection, dataset_id, [n.component], [sv for pair in add_pairs for sv in pair]), n.component)
+                for n in neurons if n is not keeper]
+            carried[index] = cached, others
+    capacities = _link_capacities(connection, dataset_id, add_pairs)
+    insert_tuples(connection, AgglomerationEdge.__tablename__, ("dataset_id", "sv_a", "sv_b", "added_edit", "capacity_nm2"),
+                  ((dataset_id, a, b, edit_id, capacity) for (a, b), capacity in zip(add_pairs, capacities)))
+    new_roots = take_ids(session, "root_id", len(joined))
+    after = [join(connection, dataset_id, edit_id, [before[r] for r in group], root) for group, root in zip(joined, new_roots)]
+    if carried:
+        links = read_neuron_graph_links(connection, dataset_id, edit_id)
+        for index, (cached, others) in carried.items():
+            group_roots = set(joined[index])
+            mine = np.array([root_of_sv[a] in group_roots for a in links.sv_a.tolist()], dtype=bool)
+            new_links = CachedGraph(cached.component, np.zeros(0, np.int64), links.edge_ids[mine], links.sv_a[mine],
+                                    links.sv_b[mine], links.capacity[mine])
+            graph_cache.keep(session, after[index].root, cached.joined(others, new_links))
+    return after
 
 
 def _link_capacities(connection, dataset_id: int, pairs: Sequence[tuple[int, int]]) -> list[float]:
@@ -135,11 +178,14 @@ def apply_edits(store: Store, edits: Sequence[Callable[[Session], T]]) -> list["
     outcomes: list[T | Exception] = []
     with write_session(store.engine, store.dataset_id) as session:
         for edit in edits:
+            held = set(graph_cache.pending(session))
             try:
                 with session.begin_nested():
                     outcomes.append(edit(session))
             except Exception as exc:  # noqa: BLE001 (the edit's own failure, handed back to its caller)
+                graph_cache.drop_since(session, held)
                 outcomes.append(exc)
+    graph_cache.publish(session, store.graph_cache)
     return outcomes
 
 
@@ -171,8 +217,9 @@ def merge_points(store: Store, point_a_nm: Sequence[float], point_b_nm: Sequence
 
 
 def _split_plan(session: Session, store: Store, sources: list[int], sinks: list[int],
-                seen_roots: Iterable[int] | None) -> tuple[int, list[int], NeuronGraph, list[list[int]]]:
-    """(root, ids of the edge rows to remove, the neuron's graph, resulting groups) of a minimum-cut split.
+                seen_roots: Iterable[int] | None) -> tuple[int, list[int], NeuronGraph, np.ndarray]:
+    """(root, ids of the edge rows to remove, the neuron's graph without them, a piece label per member) of a
+    minimum-cut split.
 
     Capacities come from the adjacency graph: contact area times (1 - boundary score), so the
     cut prefers small contacts across strong membranes.
@@ -191,14 +238,16 @@ def _split_plan(session: Session, store: Store, sources: list[int], sinks: list[
         raise RefusedError(f"sources and sinks must be in one neuron, but they are in {len(distinct)} ({listed})")
     root = distinct[0]
     neuron = neurons_of_roots(session.connection(), [root])[root]
-    graph = read_neuron_graph(session.connection(), store.dataset_id, [neuron.component], sources + sinks)
+    graph = _neuron_graph(session, store, [neuron], sources + sinks)
     source_index, sink_index = np.searchsorted(graph.members, sources), np.searchsorted(graph.members, sinks)
     cut = minimum_cut(len(graph.members), graph.a, graph.b, graph.capacity, source_index, sink_index)
     kept = ~cut
     labels = component_labels(len(graph.members), graph.a[kept], graph.b[kept])
     if set(labels[source_index].tolist()) & set(labels[sink_index].tolist()):
         raise RefusedError("no cut separates these sources from these sinks")
-    return root, sorted(graph.edge_ids[cut].tolist()), graph, groups_of(graph.members, labels)
+    after_cut = NeuronGraph(graph.members, graph.component, graph.edge_ids[kept], graph.a[kept], graph.b[kept],
+                            graph.capacity[kept])
+    return root, sorted(graph.edge_ids[cut].tolist()), after_cut, labels
 
 
 def split(store: Store, sources: Iterable[int], sinks: Iterable[int], user: "str | User",
@@ -215,16 +264,17 @@ def split(store: Store, sources: Iterable[int], sinks: Iterable[int], user: "str
     if preview:
         with reading(store, session) as session:
             user_row(session, user)
-            root, cut_ids, _, groups = _split_plan(session, store, sources, sinks, seen_roots)
+            root, cut_ids, graph, labels = _split_plan(session, store, sources, sinks, seen_roots)
+            groups = groups_of(graph.members, labels)
             removed = session.execute(select(AgglomerationEdge.sv_a, AgglomerationEdge.sv_b).where(
                 AgglomerationEdge.id.in_(cut_ids))).all()
         return EditResult(edit_id=None, operation="split", affected_roots=[root], resulting_roots=[],
                           removed_edges=sorted(removed), groups=groups, sizes=[len(g) for g in groups])
     with writing(store, session) as session:
         editor = editor_of(session, user)
-        root, cut_ids, graph, groups = _split_plan(session, store, sources, sinks, seen_roots)
+        root, cut_ids, graph, labels = _split_plan(session, store, sources, sinks, seen_roots)
         edit = _new_edit(session, store, editor, "split", {"sources": sources, "sinks": sinks})
-        return _apply_edge_changes(session, store, edit, [root], [], cut_ids, pieces=(graph, groups))
+        return _apply_edge_changes(session, store, edit, [root], [], cut_ids, pieces=(graph, labels))
 
 
 def undo(store: Store, edit_id: int, user: "str | User", seen_roots: Iterable[int] | None = None,
@@ -294,23 +344,24 @@ def _edit_id(value: Any) -> int:
 
 
 def _edge_history(session: Session, store: Store, edit_id: int):
-    """Pairs the edit added and removed, the active edge row of each such pair, and later edits touching each."""
-    edge = AgglomerationEdge
-    own = session.execute(select(edge.sv_a, edge.sv_b, edge.added_edit, edge.removed_edit).where(
-        edge.dataset_id == store.dataset_id, or_(edge.added_edit == edit_id, edge.removed_edit == edit_id))).all()
-    added = sorted({(a, b) for a, b, added_by, _ in own if added_by == edit_id})
-    removed = sorted({(a, b) for a, b, _, removed_by in own if removed_by == edit_id})
-    pairs = set(added) | set(removed)
-    rows = session.execute(select(edge.id, edge.sv_a, edge.sv_b, edge.added_edit, edge.removed_edit).where(
-        edge.dataset_id == store.dataset_id, edge.sv_a.in_(sorted({a for a, _ in pairs})))).all()
+    """Pairs the edit added and removed, the active edge row of each such pair, and later edits touching each.
+
+    Each lookup is one index seek (by added or removed edit, then by pair), so the cost follows
+    the edit and its pairs' own history, not the dataset's: an OR across the two edit columns, or
+    all rows of the pairs' first supervoxels, grew with every edit ever made.
+    """
+    connection = session.connection()
+    added = sorted(run_sql(connection, "SELECT sv_a, sv_b FROM agglomeration_edges WHERE added_edit = ?", (edit_id,)))
+    removed = sorted(run_sql(connection, "SELECT sv_a, sv_b FROM agglomeration_edges WHERE removed_edit = ?", (edit_id,)))
     active: dict[tuple[int, int], int] = {}
     later: dict[tuple[int, int], set[int]] = defaultdict(set)
-    for row_id, a, b, added_by, removed_by in rows:
-        if (a, b) not in pairs:
-            continue
-        if removed_by is None:
-            active[(a, b)] = row_id
-        later[(a, b)].update(e for e in (added_by, removed_by) if e is not None and e > edit_id)
+    for a, b in sorted(set(added) | set(removed)):
+        for row_id, added_by, removed_by in run_sql(
+                connection, "SELECT id, added_edit, removed_edit FROM agglomeration_edges WHERE dataset_id = ? "
+                            "AND sv_a = ? AND sv_b = ?", (store.dataset_id, a, b)):
+            if removed_by is None:
+                active[(a, b)] = row_id
+            later[(a, b)].update(e for e in (added_by, removed_by) if e is not None and e > edit_id)
     return added, removed, active, later
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from db.connection import read_session, stop_checkpointer, write_session
+from db.graph_cache import GraphCache, publish
 
 
 DEFAULT_DATASET = "default"
@@ -24,6 +25,7 @@ class Store:
         self.url = engine.url.render_as_string(hide_password=True)
         self.dataset = dataset
         self.dataset_id = dataset_id
+        self.graph_cache = GraphCache()  # large neurons' graphs between edits (db.graph_cache)
 
     def close(self) -> None:
         """Stop background checkpoints and dispose of the connection pool."""
@@ -48,6 +50,7 @@ def writing(store: Store, session: Session | None) -> Iterator[Session]:
         return
     with write_session(store.engine, store.dataset_id) as own:
         yield own
+    publish(own, store.graph_cache)  # committed: the graphs of the roots it made are safe to share
 
 
 @contextmanager

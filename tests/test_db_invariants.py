@@ -12,7 +12,7 @@ from conftest import require
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from db import store as S
+from db import graph_cache, store as S
 from store_testing import BACKENDS, check_partition, fresh_database_url, grid_labels, postgres_url
 from volumes.errors import InputError, RefusedError
 
@@ -52,10 +52,15 @@ def apply(store: S.Store, operation: tuple, edits: list[int]) -> S.EditResult:
     return (S.undo if kind == "undo" else S.redo)(store, target, user="ana")
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["store-reads", "graph-cache"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_edit_sequences_keep_roots_replayable_and_time_travel_exact(backend):
+def test_edit_sequences_keep_roots_replayable_and_time_travel_exact(backend, cached, monkeypatch):
+    """Also with every neuron of two or more supervoxels carrying its graph in memory from edit to edit
+    (db.graph_cache; by default only large neurons do)."""
     if backend == "postgresql":
         require(postgres_url() is not None, "CONNECTOME_TEST_POSTGRES_URL is not set")
+    if cached:
+        monkeypatch.setattr(graph_cache, "CACHED_MIN_SUPERVOXELS", 2)
 
     committed: Counter[str] = Counter()
 
