@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
@@ -218,6 +219,24 @@ def neuron_fields(store: Store, at: At = None) -> dict[int, dict[str, str]]:
         if item.root is not None:
             fields.setdefault(item.root, {})[item.kind] = item.value
     return fields
+
+
+ANNOTATION_COLUMNS = ["id", "kind", "value", "pt_supervoxel_id", "pt_root_id", "set_on_root_id", "earlier_version",
+                      "pt_position", "user", "time", "edit_id"]
+
+
+def annotation_table(store: Store, at: At = None) -> "pd.DataFrame":
+    """The annotations as of `at` in CAVE-like columns: the anchor supervoxel and the root it belongs to then
+    (0 for a point on no supervoxel), the root it was set on, position z, y, x in nm (NaN for none)."""
+    rows = annotations(store, at)
+    missing = [float("nan")] * 3
+    return pd.DataFrame({
+        "id": [a.id for a in rows], "kind": [a.kind for a in rows], "value": [a.value for a in rows],
+        "pt_supervoxel_id": [a.supervoxel or 0 for a in rows], "pt_root_id": [a.root or 0 for a in rows],
+        "set_on_root_id": [a.set_on_root or 0 for a in rows], "earlier_version": [a.earlier_version for a in rows],
+        "pt_position": [list(a.position_nm) if a.position_nm else missing for a in rows],
+        "user": [a.user for a in rows], "time": [a.time.isoformat() for a in rows],
+        "edit_id": [a.edit_id for a in rows]}, columns=ANNOTATION_COLUMNS)
 
 
 def _alive_of_neuron(session: Session, store: Store, kind: str, root: int) -> list[int]:

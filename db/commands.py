@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction, workspace: argparse.Argumen
     _register_graph(subparsers, workspace)
     _register_edit(subparsers, workspace)
     _register_annotate(subparsers, workspace)
+    _register_review(subparsers, workspace)
     _register_user(subparsers, workspace)
     _register_export(subparsers, workspace)
 
@@ -276,6 +277,65 @@ def _annotate_list(args: argparse.Namespace) -> int:
         at = "" if item.position_nm is None else " at " + ",".join(f"{v:g}" for v in item.position_nm)
         flag = " (set on an earlier version)" if item.earlier_version else ""
         print(f"{item.id} {item.kind} {item.value!r} {where}{at} by {item.user} in edit {item.edit_id}{flag}")
+    return 0
+
+
+# ---------------------------------------------------------------- review
+
+def _register_review(subparsers, workspace: argparse.ArgumentParser) -> None:
+    review = subparsers.add_parser("review", help="review queues: merge candidates, one reviewer per task")
+    actions = review.add_subparsers(dest="review_command", metavar="ACTION")
+    actions.required = True
+    build = actions.add_parser("build", parents=[workspace], help="queue the most likely merges; prints how many")
+    build.add_argument("--limit", type=_id, default=100_000, help="at most this many new tasks (default 100000)")
+    build.set_defaults(func=_review_build)
+    task = actions.add_parser("next", parents=[workspace], help="lease the next task: prints 'TASK SV_A SV_B'")
+    task.add_argument("--user", required=True, help="the reviewer")
+    task.set_defaults(func=_review_next)
+    answer = actions.add_parser("answer", parents=[workspace], help="accept (merge), reject or skip a leased task")
+    answer.add_argument("task_id", type=_id, help="the task 'review next' printed")
+    answer.add_argument("answer", choices=["accept", "reject", "skip"], help="accept merges the two")
+    answer.add_argument("--user", required=True, help="the reviewer holding the task")
+    answer.set_defaults(func=_review_answer)
+    progress = actions.add_parser("progress", parents=[workspace], help="tasks per queue, state, answer and user")
+    progress.set_defaults(func=_review_progress)
+
+
+def _review_build(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        print(S.build_merge_queue(store, limit=args.limit))
+    return 0
+
+
+def _review_next(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        task = S.next_task(store, args.user)
+    if task is None:
+        print("no task left", file=sys.stderr)
+        return 1
+    print(f"{task.id} {task.supervoxels[0]} {task.supervoxels[1]}")
+    return 0
+
+
+def _review_answer(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        edit_id = S.answer_task(store, args.task_id, args.user, args.answer)
+    print(edit_id if edit_id is not None else args.answer)
+    return 0
+
+
+def _review_progress(args: argparse.Namespace) -> int:
+    from db import store as S
+
+    with _open(args) as store:
+        for row in S.queue_progress(store):
+            print(f"{row['queue']} {row['state']} {row['answer'] or '-'} {row['user'] or '-'} {row['tasks']}")
     return 0
 
 

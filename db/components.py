@@ -24,7 +24,8 @@ and root lookups O(log volume) independent of neuron size, but it needs a superv
 organised by chunks and a layer of nodes per level to maintain; the union-by-size component
 gives the same write bound for merges (amortised), keeps every table a plain indexed SQL table
 on SQLite and PostgreSQL, and lets an existing workspace migrate row for row. Its weak point is
-the cut: a split reads the edges of the neuron it cuts (about 0.1 s for 10^5 supervoxels).
+the cut: a split reads the links of the neuron it cuts (about 0.25 s for 10^5 supervoxels), which
+db.graph_cache avoids for neurons a process has cut before.
 
 A component is named after the first root id it had (unique and never reused, so no counter of
 its own); those ids are internal and never shown to users.

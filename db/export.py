@@ -1,4 +1,4 @@
-"""Connectivity export: synapse, edge and neuron tables as CSV, Parquet or neuPrint bulk-import CSVs.
+"""Connectivity export: synapse, edge, neuron and annotation tables as CSV, Parquet or neuPrint bulk-import CSVs.
 
 Every file is written to a temporary name and renamed into place, so a reader never sees half a
 table. In CSV (and JSON) 64-bit ids are written as exact decimal strings, never as floats;
@@ -20,11 +20,11 @@ from volumes.atomic import atomic_path
 
 FORMATS = ("csv", "parquet", "neuprint")
 ID_COLUMNS = ("id", "pre_pt_supervoxel_id", "post_pt_supervoxel_id", "pre_pt_root_id", "post_pt_root_id",
-              "pre_root_id", "post_root_id", "root_id")
+              "pre_root_id", "post_root_id", "root_id", "pt_supervoxel_id", "pt_root_id", "set_on_root_id")
 
 
 def export_connectivity(store: S.Store, out_dir: str | Path, file_format: str, at: S.At = None) -> dict[str, Path]:
-    """Write synapses.*, edges.* and neurons.* (plus Neuprint_*.csv for neuprint); returns name -> path."""
+    """Write synapses.*, edges.*, neurons.* and annotations.* (plus Neuprint_*.csv for neuprint); returns name -> path."""
     if file_format not in FORMATS:
         raise InputError(f"export format must be one of {', '.join(FORMATS)}, not {file_format!r}")
     out = Path(out_dir)
@@ -32,7 +32,7 @@ def export_connectivity(store: S.Store, out_dir: str | Path, file_format: str, a
     edit = S.resolve_at(store, at)
     synapses = S.synapse_table(store, edit)
     tables = {"synapses": synapses, "edges": S.edge_table(store, edit, synapses),
-              "neurons": S.neuron_table(store, edit, synapses)}
+              "neurons": S.neuron_table(store, edit, synapses), "annotations": S.annotation_table(store, edit)}
     written = {}
     for name, table in tables.items():
         if file_format == "parquet":
@@ -155,6 +155,8 @@ def neuprint_tables(tables: dict[str, pd.DataFrame], dataset: str) -> dict[str, 
 
 def positions_zyx(positions: pd.Series) -> np.ndarray:
     """An (n, 3) array from a column of 3-element position lists."""
+    if len(positions) == 0:
+        return np.zeros((0, 3), dtype=np.float64)
     array = pa.array(positions.array)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()

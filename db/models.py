@@ -202,6 +202,33 @@ class Annotation(Base):
     )
 
 
+class ReviewTask(Base):
+    """One question of a review queue (db.review): e.g. "are supervoxels sv_a and sv_b one neuron?".
+
+    state: open, leased (to leased_by until lease_expires_at) or done (answer: accept, reject or
+    merged, when an edit joined them before anyone was asked); an accepted merge is answer_edit.
+    """
+
+    __tablename__ = "review_tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    queue: Mapped[str] = mapped_column(String(16))
+    sv_a: Mapped[int] = mapped_column(BigInteger)
+    sv_b: Mapped[int] = mapped_column(BigInteger)
+    priority: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))
+    leased_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    answer: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    answered_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    answer_edit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    __table_args__ = (
+        Index("ix_review_tasks_next", "dataset_id", "queue", "state", "priority"),
+        Index("ix_review_tasks_pair", "dataset_id", "queue", "sv_a", "sv_b", unique=True),
+    )
+
+
 class SynapseBlock(Base):
     """A batch of synapses stored column-wise: one row holds up to SYNAPSE_BLOCK_ROWS synapses.
 

@@ -7,6 +7,7 @@ This module is the facade; the code lives in modules by concern (callers import 
     db.graph_store    loading supervoxels and their adjacency graph; layers; point -> supervoxel
     db.edits          merge, split, undo, redo, group commit, replay: one code path
     db.annotations    neuron status, cell type, name, notes, bookmarks/to-dos: anchored, logged, undoable
+    db.review         review queues: merge candidates, leased to one reviewer at a time, answers kept
     db.mincut         the split's minimum cut and connected components (numpy/scipy, no database)
     db.edit_log       the edit log: history, lineage, latest edit
     db.components     neurons as components: union by size, interval-stamped membership (why: there)
@@ -55,7 +56,8 @@ Functions (all take the Store first):
     roots_of, root_of, supervoxels_of, equivalence_groups, neurons_of_several, neuron_changes, lineage,
     latest_edit_id, resolve_at,
     history, replay,
-    set_neuron_field, add_annotation, remove_annotation, annotations, neuron_fields,
+    set_neuron_field, add_annotation, remove_annotation, annotations, neuron_fields, annotation_table,
+    build_merge_queue, next_task, answer_task, queue_progress,
     add_synapses, synapses_of_root, synapse_table, edge_table, neuron_table, supervoxel_at
 """
 
@@ -65,13 +67,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from db.annotations import (DEFAULT_STATUSES, KINDS, NEURON_FIELDS, Annotation, AnnotationEdit, add_annotation,
-                            annotations, neuron_fields, remove_annotation, set_neuron_field)
+                            annotation_table, annotations, neuron_fields, remove_annotation, set_neuron_field)
 from db.connection import (check_existing_store, ensure_dataset, make_engine, migrate, require_existing_database,
                            stop_checkpointer)
 from db.edit_log import EditRecord, history, latest_edit_id, lineage
 from db.edits import EditResult, apply_edits, merge, merge_points, redo, replay, split, undo
 from db.graph_store import add_layer, build_graph, supervoxel_at
 from db.handle import DEFAULT_DATASET, At, Store
+from db.review import ANSWERS, QUEUES, Task, answer_task, build_merge_queue, next_task, queue_progress
 from db.synapse_store import (SYNAPSE_BLOCK_LAYOUT, SYNAPSE_BLOCK_ROWS, SYNAPSE_COLUMNS, SYNAPSE_POINT_COLUMNS,
                               add_synapses, decode_synapse_block, edge_table, encode_synapse_block, neuron_table,
                               synapse_table, synapses_of_root)
@@ -84,8 +87,10 @@ if TYPE_CHECKING:
     from volumes.workspace import Workspace
 
 __all__ = [
-    "Annotation", "AnnotationEdit", "DEFAULT_STATUSES", "KINDS", "NEURON_FIELDS", "add_annotation", "annotations",
+    "Annotation", "AnnotationEdit", "DEFAULT_STATUSES", "KINDS", "NEURON_FIELDS", "add_annotation", "annotation_table",
+    "annotations",
     "neuron_fields", "remove_annotation", "set_neuron_field",
+    "ANSWERS", "QUEUES", "Task", "answer_task", "build_merge_queue", "next_task", "queue_progress",
     "At", "ConflictError", "DEFAULT_DATASET", "EditRecord", "EditResult", "ForbiddenError", "InputError",
     "NotFoundError", "ROLES", "RefusedError", "Role", "SYNAPSE_BLOCK_LAYOUT", "SYNAPSE_BLOCK_ROWS", "SYNAPSE_COLUMNS",
     "SYNAPSE_POINT_COLUMNS", "Store", "UnauthorizedError", "add_layer", "add_synapses", "add_user", "apply_edits",

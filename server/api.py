@@ -249,6 +249,42 @@ class AnnotationRemoveHandler(ApiHandler):
         self.send(annotation_edit_json(outcome))
 
 
+class ReviewNextHandler(ApiHandler):
+    """POST {"queue": "merge"}: lease the caller the next task (404 when none is left)."""
+
+    required_role = "proofreader"
+
+    async def post(self) -> None:
+        caller = await self.caller("proofreader")
+        queue = self.json_body().get("queue", "merge")
+        task = await self.edit(self.server.submit_edit,
+                               lambda session: store.next_task(self.server.store, caller.name, queue, session=session))
+        if task is None:
+            raise NotFoundError(f"no task left in the {queue} queue")
+        self.send(task.as_json())
+
+
+class ReviewAnswerHandler(ApiHandler):
+    """POST {"task_id", "answer": accept|reject|skip}: answer a task leased to the caller."""
+
+    required_role = "proofreader"
+
+    async def post(self) -> None:
+        caller = await self.caller("proofreader")
+        body = self.json_body()
+        task_id = ids.parse_id(body.get("task_id"), "task_id")
+        answer = body.get("answer")
+        edit_id = await self.edit(self.server.submit_edit, lambda session: store.answer_task(
+            self.server.store, task_id, caller.name, answer, session=session))
+        self.send({"task_id": task_id, "answer": answer, "edit_id": edit_id})
+
+
+class ReviewProgressHandler(ApiHandler):
+    async def get(self) -> None:
+        await self.caller()
+        self.send({"progress": await self.call(store.queue_progress, self.server.store)})
+
+
 class HistoryHandler(ApiHandler):
     async def get(self) -> None:
         await self.caller()
@@ -351,6 +387,9 @@ def api_routes(server: ServerServices) -> list[tuple]:
         (r"/api/annotations", AnnotationsHandler, {}),
         (r"/api/annotations/neuron", NeuronFieldHandler, {}),
         (r"/api/annotations/remove", AnnotationRemoveHandler, {}),
+        (r"/api/review/next", ReviewNextHandler, {}),
+        (r"/api/review/answer", ReviewAnswerHandler, {}),
+        (r"/api/review/progress", ReviewProgressHandler, {}),
         (r"/api/neurons/([^/]+)/synapses", NeuronSynapsesHandler, {}),
         (r"/api/export/([^/]+)", ExportHandler, {}),
         (r"/api/users", UsersHandler, {}),

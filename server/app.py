@@ -302,6 +302,10 @@ class ProofreadingServer:
                           lambda session, seen: store.split(self.store, sources=sources, sinks=sinks, user=caller.name,
                                                             preview=preview, seen_roots=seen, session=session))
 
+    def submit_edit(self, edit) -> Future:
+        """Queue any store write `edit(session)` behind the others (group commit); its Future gives the outcome."""
+        return self.edits.submit(edit)
+
     def edit_annotation(self, caller: Caller, function, **arguments) -> "Future[store.AnnotationEdit]":
         """Queue an annotation change: `function` is store.set_neuron_field, add_annotation or remove_annotation."""
         if function is store.set_neuron_field:

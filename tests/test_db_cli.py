@@ -53,7 +53,8 @@ def test_edit_session_from_the_command_line(ws, capsys, tmp_path):
     assert len(out.splitlines()) == 5 and " ana split " in out
 
     code, out, _ = run(capsys, "export", "-w", ws, "--format", "csv", "--out", str(tmp_path / "out"), "--at", "2")
-    assert code == 0 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["edges.csv", "neurons.csv", "synapses.csv"]
+    assert code == 0 and sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "annotations.csv", "edges.csv", "neurons.csv", "synapses.csv"]
 
 
 def test_annotations_from_the_command_line(ws, capsys):
@@ -71,6 +72,19 @@ def test_annotations_from_the_command_line(ws, capsys):
     assert [(a["kind"], a["value"], a["earlier_version"]) for a in json.loads(out)] == [("status", "Traced", False)]
     assert run(capsys, "edit", "undo", "1", "-w", ws, "--user", "ana")[1] == "5\n"
     assert "status" not in run(capsys, "annotate", "list", "-w", ws)[1]
+
+
+def test_review_queue_from_the_command_line(ws, capsys):
+    run(capsys, "graph", "build", "-w", ws, "--segmentation", "seg")
+    run(capsys, "user", "add", "ana", "-w", ws, "--role", "proofreader")
+    assert run(capsys, "review", "build", "-w", ws) == (0, "12\n", "")  # the grid's 12 adjacent pairs
+    code, out, _ = run(capsys, "review", "next", "-w", ws, "--user", "ana")
+    task, a, b = out.split()
+    assert code == 0 and run(capsys, "review", "answer", task, "accept", "-w", ws, "--user", "ana")[1] == "1\n"
+    code, out, _ = run(capsys, "edit", "roots", a, b, "-w", ws)
+    assert len({line.split()[1] for line in out.splitlines()}) == 1
+    assert run(capsys, "review", "answer", task, "reject", "-w", ws, "--user", "ana")[0] == 1  # already answered
+    assert "merge done accept ana 1" in run(capsys, "review", "progress", "-w", ws)[1]
 
 
 @pytest.mark.parametrize("argv, code, message", [

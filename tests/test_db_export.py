@@ -175,3 +175,29 @@ def test_bulk_synapses_round_trip_exactly(backend, tmp_path, monkeypatch):
         schema = pq.read_schema(written["synapses"])
         assert all(schema.field(name).type == "uint64" for name in ("id", "pre_pt_root_id", "post_pt_supervoxel_id"))
         assert pq.read_table(written["synapses"]).column("pre_pt_supervoxel_id").to_pylist() == rows["pre_supervoxel_id"].tolist()
+
+
+@pytest.mark.parametrize("file_format", ["csv", "parquet", "neuprint"])
+def test_annotations_are_exported_with_the_neurons(wired, tmp_path, file_format):
+    S.set_neuron_field(wired, BIG_SUPERVOXEL, "status", "Done", user="ana")
+    S.set_neuron_field(wired, 1, "cell_type", "KC", user="ana")
+    S.add_annotation(wired, "bookmark", "cleft", user="ana", position_nm=(10.0, 20.0, 30.0))
+    written = export_connectivity(wired, tmp_path / "out", file_format)
+    root = S.root_of(wired, 1)
+    if file_format == "parquet":
+        neurons = pq.read_table(written["neurons"]).to_pandas()
+        notes = pq.read_table(written["annotations"]).to_pandas()
+        assert pq.read_schema(written["annotations"]).field("pt_root_id").type == "uint64"
+        assert notes["pt_root_id"].tolist() == [root, root, 0]
+    else:
+        neurons = pd.read_csv(written["neurons"], dtype=str, keep_default_na=False)
+        notes = pd.read_csv(written["annotations"], dtype=str)
+        assert notes["pt_root_id"].tolist() == [str(root), str(root), "0"]
+        assert notes["pt_supervoxel_id"].tolist()[0] == str(BIG_SUPERVOXEL)
+    mine = neurons[neurons["root_id"].astype(str) == str(root)].iloc[0]
+    assert (mine["status"], mine["cell_type"]) == ("Done", "KC")
+    assert notes["kind"].tolist() == ["status", "cell_type", "bookmark"]
+    if file_format == "neuprint":
+        body = pd.read_csv(tmp_path / "out" / "Neuprint_Neurons.csv", dtype=str, keep_default_na=False)
+        row = body[body[":ID(Body-ID)"] == str(root)].iloc[0]
+        assert (row["status:string"], row["type:string"]) == ("Done", "KC")

@@ -123,7 +123,8 @@ def test_openapi_documents_every_api_route(served):
     ("POST", "/api/edits/undo"), ("POST", "/api/edits/redo"), ("GET", "/api/history"),
     ("GET", "/api/neurons/1/synapses"), ("GET", "/api/export/synapses"), ("POST", "/api/users"), ("GET", "/data/image/info"),
     ("GET", "/api/annotations"), ("POST", "/api/annotations"), ("POST", "/api/annotations/neuron"),
-    ("POST", "/api/annotations/remove"),
+    ("POST", "/api/annotations/remove"), ("POST", "/api/review/next"), ("POST", "/api/review/answer"),
+    ("GET", "/api/review/progress"),
 ])
 def test_every_route_needs_a_valid_token(served, method, path):
     server, _, _ = served
@@ -257,6 +258,33 @@ def test_annotations_through_the_api(served):
     assert requests.get(url, params={"kind": "poem"}, headers=auth(tokens["vic"])).status_code == 400
     exported = requests.get(f"{server.url}/api/export/neurons", params={"format": "csv"}, headers=auth(tokens["vic"]))
     assert exported.status_code == 200 and "Traced" in exported.text
+
+
+def test_two_reviewers_never_get_the_same_task(served):
+    from db import store
+
+    server, tokens, _ = served
+    with store.open_store(server.workspace) as other:
+        store.build_merge_queue(other, limit=20)
+    url = f"{server.url}/api/review"
+    first = requests.post(f"{url}/next", json={}, headers=auth(tokens["ana"]))
+    second = requests.post(f"{url}/next", json={"queue": "merge"}, headers=auth(tokens["ben"]))
+    assert first.status_code == second.status_code == 200, (first.text, second.text)
+    assert first.json()["id"] != second.json()["id"]
+    stolen = requests.post(f"{url}/answer", json={"task_id": first.json()["id"], "answer": "accept"}, headers=auth(tokens["ben"]))
+    assert stolen.status_code == 409 and "leased to ana" in stolen.json()["error"]
+    accepted = requests.post(f"{url}/answer", json={"task_id": first.json()["id"], "answer": "accept"}, headers=auth(tokens["ana"]))
+    assert accepted.status_code == 200 and accepted.json()["edit_id"] is not None
+    a, b = first.json()["supervoxels"]
+    assert roots(server, tokens["ana"], int(a))[0] == roots(server, tokens["ana"], int(b))[0]
+    again = requests.post(f"{url}/answer", json={"task_id": first.json()["id"], "answer": "reject"}, headers=auth(tokens["ana"]))
+    assert again.status_code == 409 and "already answered" in again.json()["error"]
+    for body, code in (({"task_id": second.json()["id"], "answer": "maybe"}, 400), ({"task_id": "x", "answer": "skip"}, 400)):
+        assert requests.post(f"{url}/answer", json=body, headers=auth(tokens["ben"])).status_code == code
+    assert requests.post(f"{url}/next", json={"queue": "nope"}, headers=auth(tokens["ben"])).status_code == 400
+    assert requests.post(f"{url}/next", json={}, headers=auth(tokens["vic"])).status_code == 403
+    progress = requests.get(f"{url}/progress", headers=auth(tokens["vic"])).json()["progress"]
+    assert {"queue": "merge", "state": "done", "answer": "accept", "user": "ana", "tasks": 1} in progress
 
 
 def test_synapses_of_a_neuron_and_exports(served):
