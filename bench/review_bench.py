@@ -14,7 +14,6 @@ VOI reduction. Target: the queue needs at most 1/3 of random order's decisions. 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 RESOLUTION_NM = (10.0, 10.0, 10.0)
 
@@ -140,10 +140,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--png", type=Path, default=REPO_ROOT / "bench" / "figures" / "review_queue_voi.png")
     args = parser.parse_args()
-    data = Path(os.environ.get("CONNECTOME_DATA", REPO_ROOT.parent / "shared" / "data"))
-    fib25_h5 = data / "fib25-training2" / "fib25_training2.h5"
-    if not fib25_h5.is_file():
-        print(f"review_bench: {fib25_h5} not found (set CONNECTOME_DATA)", file=sys.stderr)
+    from server_bench import fib25_h5_path
+
+    fib25_h5 = fib25_h5_path("review_bench")
+    if fib25_h5 is None:
         return 2
     with h5py.File(fib25_h5, "r") as f:
         labels = f["volumes/labels/neuroproof_oversegmentation"][:]

@@ -43,6 +43,16 @@ def percentile_ms(samples_s: list[float], percent: float) -> float:
     return float(np.percentile(np.asarray(samples_s) * 1000, percent))
 
 
+def fib25_h5_path(bench: str) -> Path | None:
+    """The FIB-25 cube's HDF5 under ../shared/data or $CONNECTOME_DATA; None (with a message) when missing."""
+    data = Path(os.environ.get("CONNECTOME_DATA", REPO_ROOT.parent / "shared" / "data"))
+    path = data / "fib25-training2" / "fib25_training2.h5"
+    if not path.is_file():
+        print(f"{bench}: {path} not found (set CONNECTOME_DATA)", file=sys.stderr)
+        return None
+    return path
+
+
 def build_workspace(root: Path, fib25_h5: Path):
     from db import store
     from volumes.precomputed import write_layer
@@ -178,10 +188,8 @@ def main() -> int:
     from db import store
     from server.app import ProofreadingServer
 
-    data = Path(os.environ.get("CONNECTOME_DATA", REPO_ROOT.parent / "shared" / "data"))
-    fib25_h5 = data / "fib25-training2" / "fib25_training2.h5"
-    if not fib25_h5.is_file():
-        print(f"server_bench: {fib25_h5} not found (set CONNECTOME_DATA)", file=sys.stderr)
+    fib25_h5 = fib25_h5_path("server_bench")
+    if fib25_h5 is None:
         return 2
     with tempfile.TemporaryDirectory(prefix="server-bench-") as directory:
         print("building a FIB-25 workspace ...", flush=True)

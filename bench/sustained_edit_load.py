@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import random
 import sys
 import tempfile
@@ -84,15 +83,13 @@ def main() -> int:
     parser.add_argument("--no-viewers", action="store_true", help="do not open the users' viewers")
     args = parser.parse_args()
 
-    from server_bench import build_workspace, in_client_process
+    from server_bench import build_workspace, fib25_h5_path, in_client_process
 
     from db import store
     from server.app import ProofreadingServer
 
-    data = Path(os.environ.get("CONNECTOME_DATA", REPO_ROOT.parent / "shared" / "data"))
-    fib25_h5 = data / "fib25-training2" / "fib25_training2.h5"
-    if not fib25_h5.is_file():
-        print(f"sustained_edit_load: {fib25_h5} not found (set CONNECTOME_DATA)", file=sys.stderr)
+    fib25_h5 = fib25_h5_path("sustained_edit_load")
+    if fib25_h5 is None:
         return 2
     with tempfile.TemporaryDirectory(prefix="sustained-load-") as directory:
         print("building a FIB-25 workspace ...", flush=True)

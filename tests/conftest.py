@@ -69,6 +69,16 @@ def chromium_driver() -> tuple[str, str]:
     return chromium, driver
 
 
+@pytest.fixture(params=("sqlite", "postgresql"))
+def backend(request) -> str:
+    """A store backend: SQLite always, PostgreSQL where $CONNECTOME_TEST_POSTGRES_URL names a database."""
+    if request.param == "postgresql":
+        from store_testing import postgres_url
+
+        require(postgres_url() is not None, "CONNECTOME_TEST_POSTGRES_URL is not set (eval \"$(bash .ci/services.sh)\")")
+    return request.param
+
+
 @pytest.fixture
 def workspace(tmp_path: Path):
     from volumes.workspace import Workspace

@@ -16,13 +16,6 @@ from store_testing import BACKENDS, fresh_database_url, grid_labels, postgres_ur
 from volumes.errors import ConflictError, ForbiddenError, InputError, NotFoundError
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    if request.param == "postgresql":
-        require(postgres_url() is not None, "CONNECTOME_TEST_POSTGRES_URL is not set (eval \"$(bash .ci/services.sh)\")")
-    return request.param
-
-
 @pytest.fixture
 def chain(backend, tmp_path):
     labels = np.zeros((4, 4, 12), dtype=np.uint32)

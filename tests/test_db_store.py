@@ -8,22 +8,14 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import require
 from sqlalchemy import select, text
 
 from db import mincut, store as S
 from db.connection import read_session
 from db.graph import region_graph
 from db.models import Base, User
-from store_testing import BACKENDS, fresh_database_url, postgres_url
+from store_testing import fresh_database_url
 from volumes.errors import InputError, RefusedError
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    if request.param == "postgresql":
-        require(postgres_url() is not None, "CONNECTOME_TEST_POSTGRES_URL is not set (eval \"$(bash .ci/services.sh)\")")
-    return request.param
 
 
 @pytest.fixture
