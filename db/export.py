@@ -40,7 +40,9 @@ def export_connectivity(store: S.Store, out_dir: str | Path, file_format: str, a
         else:
             written[name] = write_csv(table, out / f"{name}.csv")
     if file_format == "neuprint":
-        for name, table in neuprint_tables(tables, store.dataset).items():
+        records = S.history(store, since_edit=max(0, edit - 1), limit=1) if edit else []
+        last_edit = records[0].time.isoformat() if records else ""
+        for name, table in neuprint_tables(tables, store.dataset, last_edit).items():
             written[name] = _write_atomically(out / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
     return written
 
@@ -95,7 +97,7 @@ def write_csv(table: pd.DataFrame, path: Path) -> Path:
     return _write_atomically(path, lambda tmp: write_table(table, tmp, "csv"))
 
 
-def neuprint_tables(tables: dict[str, pd.DataFrame], dataset: str) -> dict[str, pd.DataFrame]:
+def neuprint_tables(tables: dict[str, pd.DataFrame], dataset: str, last_edit: str = "") -> dict[str, pd.DataFrame]:
     """neuPrint's neo4j bulk-import CSVs (Segment/Synapse nodes, ConnectsTo/SynapsesTo/Contains edges).
 
     Each synapse row becomes two Synapse nodes, its pre site (id 2*id) and post site (2*id+1);
@@ -150,6 +152,12 @@ def neuprint_tables(tables: dict[str, pd.DataFrame], dataset: str) -> dict[str, 
         "Neuprint_SynapseSet_to_Synapses": pd.DataFrame({":START_ID(SynSet-ID)": set_owner["set"].to_numpy(),
                                                          ":END_ID(Syn-ID)": pd.concat([pre_site, post_site],
                                                                                       ignore_index=True).to_numpy()}),
+        # each A -> B pre set to the matching B <- A post set
+        "Neuprint_SynapseSet_to_SynapseSet": pd.DataFrame({":START_ID(SynSet-ID)": pre_set.to_numpy(),
+                                                           ":END_ID(SynSet-ID)": post_set.to_numpy()}).drop_duplicates(),
+        "Neuprint_Meta": pd.DataFrame({":ID(Meta-ID)": [dataset], "dataset:string": [dataset],
+                                       "totalPreCount:int": [len(ids)], "totalPostCount:int": [len(ids)],
+                                       "lastDatabaseEdit:string": [last_edit], ":Label": [f"Meta;{dataset}_Meta"]}),
     }
 
 

@@ -120,6 +120,11 @@ def test_export_files(wired, tmp_path, file_format):
         assert len(sites) == 120 and set(sites["type:string"]) == {"pre", "post"}
         links = pd.read_csv(tmp_path / "out" / "Neuprint_Synapse_Connections.csv")
         assert len(links) == 60
+        set_links = pd.read_csv(tmp_path / "out" / "Neuprint_SynapseSet_to_SynapseSet.csv", dtype=str)
+        assert all(start.endswith("_pre") and end.endswith("_post") for start, end in set_links.to_numpy())
+        assert len(set_links) == len(S.edge_table(wired, at=wired.first_edit))  # one per connected pair
+        meta = pd.read_csv(tmp_path / "out" / "Neuprint_Meta.csv")
+        assert meta["totalPreCount:int"].tolist() == [60] and meta["lastDatabaseEdit:string"].notna().all()
     assert not list((tmp_path / "out").glob(".*tmp"))
 
 
