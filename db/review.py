@@ -40,7 +40,8 @@ DEFAULT_MERGE_TASKS = 100_000
 
 @dataclass(frozen=True)
 class Task:
-    """A leased question: is `supervoxels` one neuron? (`roots`: their neurons when it was handed out)."""
+    """A leased question: is `supervoxels` one neuron? (`roots`: their neurons when it was handed out;
+    `position_nm`: z, y, x of the smaller supervoxel's centroid, where a viewer looks)."""
 
     id: int
     queue: str
@@ -48,11 +49,12 @@ class Task:
     roots: tuple[int, int]
     priority: float
     lease_expires_at: datetime
+    position_nm: tuple[float, float, float]
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "queue": self.queue, "supervoxels": [str(sv) for sv in self.supervoxels],
                 "roots": [str(r) for r in self.roots], "priority": self.priority,
-                "lease_expires_at": self.lease_expires_at.isoformat()}
+                "lease_expires_at": self.lease_expires_at.isoformat(), "position_nm": list(self.position_nm)}
 
 
 def build_merge_queue(store: Store, limit: int = DEFAULT_MERGE_TASKS) -> int:
@@ -115,7 +117,15 @@ def next_task(store: Store, user: "str | User", queue: str = "merge", lease_s: f
             task.lease_expires_at = moment + timedelta(seconds=lease_s)
             session.flush()
             return Task(task.id, queue, (task.sv_a, task.sv_b), (roots[task.sv_a], roots[task.sv_b]), task.priority,
-                        as_utc(task.lease_expires_at))
+                        as_utc(task.lease_expires_at), _smaller_centroid(session, store, task.sv_a, task.sv_b))
+
+
+def _smaller_centroid(session: Session, store: Store, a: int, b: int) -> tuple[float, float, float]:
+    rows = session.execute(select(Supervoxel.size_voxels, Supervoxel.centroid_z_nm, Supervoxel.centroid_y_nm,
+                                  Supervoxel.centroid_x_nm).where(Supervoxel.dataset_id == store.dataset_id,
+                                                                  Supervoxel.id.in_([a, b]))).all()
+    _, z, y, x = min(rows)
+    return (float(z), float(y), float(x))
 
 
 def answer_task(store: Store, task_id: int, user: "str | User", answer: str,

@@ -11,6 +11,8 @@ Key and mouse bindings (chosen not to clash with Neuroglancer's defaults):
     ctrl+z / ctrl+y   undo / redo (this user's own latest edit; an admin undoes others' by id)
     n                 show the neuron under the mouse: root id, status, cell type, name, notes
     shift+n           set that neuron's status to the next one of the vocabulary
+    alt+r             next merge-review task: the view moves to it, its two supervoxels selected
+    alt+a / alt+x / alt+s   accept (merge) / reject / skip the task shown
 
 The status line at the bottom says what happened, who did it, and why an edit was refused.
 Edits themselves run on the server's worker threads, never on the tornado thread.
@@ -53,6 +55,10 @@ KEY_BINDINGS = {
     "control+keyy": "redo",
     "keyn": "neuron-info",
     "shift+keyn": "next-status",
+    "alt+keyr": "review-next",
+    "alt+keya": "review-accept",
+    "alt+keyx": "review-reject",
+    "alt+keys": "review-skip",
 }
 MOUSE_BINDINGS = {"alt+click0": "split-source", "alt+shift+click0": "split-sink"}
 
@@ -82,6 +88,7 @@ class UserViewer:
         self.split_sinks: list[int] = []
         self.preview_groups: list[list[int]] | None = None
         self.shown_edit_id: int | None = None
+        self.review_task: store.Task | None = None  # the merge-review task this viewer shows
         self._build_state()
         self._bind_actions()
         self.viewer.shared_state.add_changed_callback(self._track_selection)
@@ -132,6 +139,10 @@ class UserViewer:
             "redo": lambda action_state: self._submit(self._undo_or_redo, "redo"),
             "neuron-info": lambda action_state: self._on_neuron(action_state, self._neuron_info),
             "next-status": lambda action_state: self._on_neuron(action_state, self._next_status),
+            "review-next": lambda action_state: self._submit(self._review_next),
+            "review-accept": lambda action_state: self._submit(self._review_answer, "accept"),
+            "review-reject": lambda action_state: self._submit(self._review_answer, "reject"),
+            "review-skip": lambda action_state: self._submit(self._review_answer, "skip"),
         }
         for name, handler in handlers.items():
             self.viewer.actions.add(name, handler)
@@ -249,6 +260,33 @@ class UserViewer:
         outcome = self.server.edit_annotation(self.caller, store.set_neuron_field, supervoxel=supervoxel,
                                               kind="status", value=following).result()
         return f"neuron {root} status {following!r} (edit {outcome.edit_id})"
+
+    def _review_next(self) -> str:
+        """Lease the next merge candidate and show it: camera at it, the two supervoxels selected."""
+        task = self.server.submit_edit(lambda session: store.next_task(self.server.store, self.caller.name,
+                                                                       session=session)).result()
+        with self._lock:
+            self.review_task = task
+        if task is None:
+            return "the merge-review queue is empty ('connectome review build' fills it)"
+        resolution_xyz = self.server.image_geometry()[0]
+        with self.viewer.txn() as s:
+            s.position = [v / r for v, r in zip(reversed(task.position_nm), resolution_xyz)]
+            s.layers[SEGMENTATION_LAYER].segments = list(task.supervoxels)
+        a, b = task.supervoxels
+        return f"task {task.id}: are {a} and {b} one neuron? alt+a accept (merge), alt+x reject, alt+s skip"
+
+    def _review_answer(self, answer: str) -> str:
+        with self._lock:
+            task = self.review_task
+        if task is None:
+            return "no review task shown: alt+r asks for the next one"
+        edit_id = self.server.submit_edit(lambda session: store.answer_task(
+            self.server.store, task.id, self.caller.name, answer, session=session)).result()
+        with self._lock:
+            self.review_task = None
+        done = {"accept": f"merged (edit {edit_id})", "reject": "rejected", "skip": "skipped"}[answer]
+        return f"task {task.id} {done}; alt+r for the next"
 
     def _undo_or_redo(self, operation: str) -> str:
         target_edit_id, result = self.server.edit_undo_or_redo(self.caller, operation).result()

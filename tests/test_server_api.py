@@ -287,6 +287,45 @@ def test_two_reviewers_never_get_the_same_task(served):
     assert {"queue": "merge", "state": "done", "answer": "accept", "user": "ana", "tasks": 1} in progress
 
 
+def test_review_in_the_viewer(served):
+    """alt+r shows the next merge candidate (camera at it, both selected); alt+a merges it, alt+x rejects."""
+    from db import store
+    from server.auth import Caller
+    from server.viewers import SEGMENTATION_LAYER, STATUS_KEY
+
+    server, tokens, _ = served
+    with store.open_store(server.workspace) as other:
+        store.build_merge_queue(other, limit=30)
+    user_viewer = server.viewer_for(Caller("ana", "proofreader"))
+
+    def status() -> str:
+        return user_viewer.viewer.config_state.state.status_messages.get(STATUS_KEY, "")
+
+    def until(condition, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}; status: {status()}"
+            time.sleep(0.02)
+
+    user_viewer.viewer.actions.invoke("review-next", {})
+    until(lambda: "one neuron?" in status(), "a task shown")
+    task = user_viewer.review_task
+    shown = sorted(int(s) for s in user_viewer.viewer.state.layers[SEGMENTATION_LAYER].segments)
+    assert shown == sorted(task.supervoxels)
+    resolution_xyz = server.image_geometry()[0]
+    assert np.allclose(user_viewer.viewer.state.position, [v / r for v, r in zip(reversed(task.position_nm), resolution_xyz)])
+    user_viewer.viewer.actions.invoke("review-accept", {})
+    until(lambda: "merged (edit" in status(), "the accept")
+    a, b = task.supervoxels
+    assert roots(server, tokens["ana"], a)[0] == roots(server, tokens["ana"], b)[0]
+    user_viewer.viewer.actions.invoke("review-next", {})
+    until(lambda: user_viewer.review_task is not None and user_viewer.review_task.id != task.id, "the next task")
+    user_viewer.viewer.actions.invoke("review-reject", {})
+    until(lambda: "rejected" in status(), "the rejection")
+    user_viewer.viewer.actions.invoke("review-reject", {})
+    until(lambda: "no review task shown" in status(), "nothing left to answer")
+
+
 def test_synapses_of_a_neuron_and_exports(served):
     import io
 
