@@ -249,7 +249,9 @@ class UserViewer:
         for item in found:
             flag = " (set before the last change)" if item.earlier_version else ""
             parts.append(f"{item.kind} {item.value!r} by {item.user}{flag}")
-        return "; ".join(parts) if found else f"neuron {root}: no status, type, name or notes yet"
+        if not found:
+            parts.append("no status, type, name or notes yet")
+        return "; ".join(parts + _top_partners(store.synapses_of_root(self.server.store, root), root))
 
     def _next_status(self, supervoxel: int) -> str:
         statuses = list(self.server.statuses)
@@ -291,6 +293,20 @@ class UserViewer:
     def _undo_or_redo(self, operation: str) -> str:
         target_edit_id, result = self.server.edit_undo_or_redo(self.caller, operation).result()
         return f"{operation} of edit {target_edit_id} (edit {result.edit_id})"
+
+
+TOP_PARTNERS = 3
+
+
+def _top_partners(synapses, root: int) -> list[str]:
+    """'outputs to R (n synapses), ...' and 'inputs from ...': the neuron's strongest partners."""
+    parts = []
+    for label, mine, theirs in (("outputs to", "pre_pt_root_id", "post_pt_root_id"),
+                                ("inputs from", "post_pt_root_id", "pre_pt_root_id")):
+        counts = synapses[synapses[mine] == root][theirs].value_counts().head(TOP_PARTNERS)
+        if len(counts):
+            parts.append(f"{label} " + ", ".join(f"{partner} ({count})" for partner, count in counts.items()))
+    return parts
 
 
 def _with_preview(groups: list[list[int]], preview: list[list[int]]) -> list[list[int]]:

@@ -336,6 +336,21 @@ def test_synapses_of_a_neuron_and_exports(served):
     synapses = answer.json()["synapses"]
     assert len(synapses) == 2  # supervoxel 0 is pre in one synapse and post in the other
     assert {s["pre_pt_supervoxel_id"] for s in synapses} == {str(supervoxels[0]), str(supervoxels[2])}
+    # The viewer's neuron panel (key n) names the same partners as the synapse table.
+    from server.auth import Caller
+    from server.viewers import SEGMENTATION_LAYER, STATUS_KEY
+
+    user_viewer = server.viewer_for(Caller("vic", "viewer"))
+    user_viewer.viewer.actions.invoke("neuron-info", {"selectedValues": {SEGMENTATION_LAYER: {"value": str(supervoxels[0])}}})
+    outputs = {s["post_pt_root_id"] for s in synapses if s["pre_pt_root_id"] == root}
+    inputs = {s["pre_pt_root_id"] for s in synapses if s["post_pt_root_id"] == root}
+    deadline = time.monotonic() + 10
+    while f"neuron {root}" not in user_viewer.viewer.config_state.state.status_messages.get(STATUS_KEY, ""):
+        assert time.monotonic() < deadline, "the neuron panel never showed"
+        time.sleep(0.02)
+    panel = user_viewer.viewer.config_state.state.status_messages[STATUS_KEY]
+    assert all(f"outputs to {p}" in panel or f", {p} (" in panel for p in outputs) and outputs
+    assert all(f"inputs from {p}" in panel or f", {p} (" in panel for p in inputs) and inputs
     assert requests.get(f"{server.url}/api/neurons/987654321/synapses", headers=auth(tokens["vic"])).status_code == 404
     assert requests.get(f"{server.url}/api/neurons/abc/synapses", headers=auth(tokens["vic"])).status_code == 400
 
