@@ -116,13 +116,14 @@ def focus_data_panel(browser) -> None:
     ActionChains(browser).move_to_element(panel).click().perform()
 
 
-def press(browser, key: str, control: bool = False) -> None:
+def press(browser, key: str, control: bool = False, alt: bool = False) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
     chain = ActionChains(browser)
-    if control:
-        chain.key_down(Keys.CONTROL).send_keys(key).key_up(Keys.CONTROL)
+    modifier = Keys.CONTROL if control else Keys.ALT if alt else None
+    if modifier:
+        chain.key_down(modifier).send_keys(key).key_up(modifier)
     else:
         chain.send_keys(key)
     chain.perform()
@@ -249,3 +250,52 @@ def test_refused_edit_is_explained_on_the_status_line(proofreading, chromium_dri
         assert "ben" in text and "undo" in text
     finally:
         browser.quit()
+
+
+def test_two_reviewers_work_the_merge_queue_in_chromium(proofreading, chromium_driver, tmp_path):
+    """alt+r in two browsers at once: different tasks, each shown in its own viewer; alt+a / alt+x land in
+    the store as the right users' answers and edits."""
+    from selenium.webdriver.common.by import By
+
+    from db import store
+    from server.auth import Caller
+
+    server, tokens, _ = proofreading
+    with store.open_store(server.workspace) as other:
+        store.build_merge_queue(other, limit=40)
+    browsers = {name: start_chromium(chromium_driver, tmp_path / f"profile-review-{name}") for name in ("ana", "ben")}
+    try:
+        for name, browser in browsers.items():
+            browser.get(f"{server.url}/login?token={tokens[name]}")
+            with server.viewer_for(Caller(name, "proofreader")).viewer.txn() as state:
+                state.layout = "xy"
+        for browser in browsers.values():
+            wait_for(lambda b=browser: b.find_elements(By.CSS_SELECTOR, ".neuroglancer-rendered-data-panel"), 30, "the viewer")
+            focus_data_panel(browser)
+        viewers = {name: server.viewer_for(Caller(name, "proofreader")) for name in browsers}
+        for browser in browsers.values():
+            press(browser, "r", alt=True)
+        for name, browser in browsers.items():
+            wait_for(lambda b=browser: "one neuron?" in b.find_element(By.TAG_NAME, "body").text, 20, f"{name}'s task")
+        tasks = {name: viewers[name].review_task for name in browsers}
+        assert tasks["ana"].id != tasks["ben"].id, "two reviewers were given the same task"
+        for name, task in tasks.items():  # each viewer shows its own task's pair
+            shown = sorted(int(v) for v in viewers[name].viewer.state.layers["segmentation"].segments)
+            assert shown == sorted(task.supervoxels)
+        press(browsers["ana"], "a", alt=True)
+        press(browsers["ben"], "x", alt=True)
+        wait_for(lambda: "merged (edit" in browsers["ana"].find_element(By.TAG_NAME, "body").text, 20, "ana's accept")
+        try:
+            wait_for(lambda: "rejected" in browsers["ben"].find_element(By.TAG_NAME, "body").text, 20, "ben's rejection")
+        except AssertionError:
+            raise AssertionError("ben's status: " + browsers["ben"].find_element(By.TAG_NAME, "body").text[-400:]) from None
+        done = {(row["answer"], row["user"]) for row in store.queue_progress(server.store) if row["state"] == "done"}
+        assert {("accept", "ana"), ("reject", "ben")} <= done
+        merge = store.history(server.store)[-1]
+        assert (merge.operation, merge.user) == ("merge", "ana")
+        assert sorted(map(int, merge.arguments["supervoxels"])) == sorted(tasks["ana"].supervoxels)
+        a, b = tasks["ben"].supervoxels
+        assert store.root_of(server.store, a) != store.root_of(server.store, b)  # a rejection changes nothing
+    finally:
+        for browser in browsers.values():
+            browser.quit()
