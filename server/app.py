@@ -219,8 +219,9 @@ class ProofreadingServer:
                 return
             self.edit_id = latest
             groups = self._groups_at(latest)
+        shared = neuroglancer.EquivalenceMap(groups)  # built once for all viewers
         for user_viewer in viewers:
-            user_viewer.show_agglomeration(groups, latest)
+            user_viewer.show_agglomeration(groups, latest, shared)
         if previous is not None:
             message = self._describe_edits(previous, latest)
             for user_viewer in viewers:

@@ -147,15 +147,19 @@ class UserViewer:
         for name, handler in handlers.items():
             self.viewer.actions.add(name, handler)
 
-    def show_agglomeration(self, groups: list[list[int]], edit_id: int) -> None:
-        """Replace the segmentation's equivalences (called after every edit, from any thread)."""
+    def show_agglomeration(self, groups: list[list[int]], edit_id: int,
+                           shared: "neuroglancer.EquivalenceMap | None" = None) -> None:
+        """Replace the segmentation's equivalences (called after every edit, from any thread).
+
+        `shared`: the same groups already built into an EquivalenceMap, which every viewer without a
+        split preview can take as it is (building one costs ~5x assigning it; nobody mutates it).
+        """
         with self._show_lock:
             with self._lock:
                 preview = self.preview_groups
-            if preview:
-                groups = _with_preview(groups, preview)
+            equivalences = _with_preview(groups, preview) if preview else shared if shared is not None else groups
             with self.viewer.txn() as s:
-                s.layers[SEGMENTATION_LAYER].equivalences = groups
+                s.layers[SEGMENTATION_LAYER].equivalences = equivalences
             self.shown_edit_id = edit_id
 
     def set_status(self, text: str, key: str = STATUS_KEY) -> None:
