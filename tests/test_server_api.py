@@ -89,6 +89,22 @@ def roots(server, token: str, *supervoxels: int) -> list[str]:
     return [answer.json()["roots"][str(sv)] for sv in supervoxels]
 
 
+def status_watch(user_viewer):
+    """(status(), until(condition, what)): a viewer's status line, and a wait that names it when it fails."""
+    from server.viewers import STATUS_KEY
+
+    def status() -> str:
+        return user_viewer.viewer.config_state.state.status_messages.get(STATUS_KEY, "")
+
+    def until(condition, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}; status: {status()}"
+            time.sleep(0.02)
+
+    return status, until
+
+
 def raw_get(server, path: str, cookie: str | None = None) -> tuple[int, bytes]:
     """GET a path exactly as written (no client-side normalisation of '..' or %-escapes)."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
@@ -291,21 +307,14 @@ def test_review_in_the_viewer(served):
     """alt+r shows the next merge candidate (camera at it, both selected); alt+a merges it, alt+x rejects."""
     from db import store
     from server.auth import Caller
-    from server.viewers import SEGMENTATION_LAYER, STATUS_KEY
+    from server.viewers import SEGMENTATION_LAYER
 
     server, tokens, _ = served
     with store.open_store(server.workspace) as other:
         store.build_merge_queue(other, limit=30)
     user_viewer = server.viewer_for(Caller("ana", "proofreader"))
 
-    def status() -> str:
-        return user_viewer.viewer.config_state.state.status_messages.get(STATUS_KEY, "")
-
-    def until(condition, what: str) -> None:
-        deadline = time.monotonic() + 10
-        while not condition():
-            assert time.monotonic() < deadline, f"{what}; status: {status()}"
-            time.sleep(0.02)
+    status, until = status_watch(user_viewer)
 
     user_viewer.viewer.actions.invoke("review-next", {})
     until(lambda: "one neuron?" in status(), "a task shown")
@@ -416,20 +425,13 @@ def test_viewer_actions_merge_split_with_preview_and_undo(served):
     """The key bindings' actions, dispatched as Neuroglancer dispatches them (no browser needed)."""
     from db import store
     from server.auth import Caller
-    from server.viewers import SEGMENTATION_LAYER, STATUS_KEY
+    from server.viewers import SEGMENTATION_LAYER
 
     server, tokens, supervoxels = served
     user_viewer = server.viewer_for(Caller("ben", "proofreader"))
     a, b, c = supervoxels[50:53]
 
-    def status() -> str:
-        return user_viewer.viewer.config_state.state.status_messages.get(STATUS_KEY, "")
-
-    def until(condition, what: str) -> None:
-        deadline = time.monotonic() + 10
-        while not condition():
-            assert time.monotonic() < deadline, f"{what}; status: {status()}"
-            time.sleep(0.02)
+    status, until = status_watch(user_viewer)
 
     def shows_latest_edit() -> bool:  # edits are judged against what the viewer showed, so let it catch up
         return user_viewer.shown_edit_id == store.latest_edit_id(server.store)
