@@ -144,7 +144,7 @@ class Links:
     capacity: np.ndarray
 
 
-def read_neuron_graph_links(connection: Connection, dataset_id: int, added_edit: int) -> Links:
+def links_added_by(connection: Connection, dataset_id: int, added_edit: int) -> Links:
     """The links an edit added."""
     rows = sql_records(connection, "SELECT id, sv_a, sv_b, capacity_nm2 FROM agglomeration_edges WHERE added_edit = ? "
                        "AND dataset_id = ?", (added_edit, dataset_id),

@@ -17,7 +17,7 @@ from db.mincut import component_labels, components, edge_capacities, minimum_cut
 from db import annotations
 from db import graph_cache
 from db.components import (Neuron, NeuronGraph, add_roots, groups_of, join, neurons_of_roots, read_neuron_graph,
-                           read_neuron_graph_links, regroup)
+                           links_added_by, regroup)
 from db.graph_cache import CachedGraph
 from db.models import AgglomerationEdge, Edit, User
 from db.sql import insert_tuples
@@ -141,7 +141,7 @@ def _join(session: Session, store: Store, edit_id: int, before: dict[int, Neuron
     new_roots = take_ids(session, "root_id", len(joined))
     after = [join(connection, dataset_id, edit_id, [before[r] for r in group], root) for group, root in zip(joined, new_roots)]
     if carried:
-        links = read_neuron_graph_links(connection, dataset_id, edit_id)
+        links = links_added_by(connection, dataset_id, edit_id)
         for index, (cached, others) in carried.items():
             group_roots = set(joined[index])
             mine = np.array([root_of_sv[a] in group_roots for a in links.sv_a.tolist()], dtype=bool)

@@ -217,7 +217,7 @@ class AnnotationsHandler(ApiHandler):
         caller = await self.caller("proofreader")
         body = self.json_body()
         supervoxel = ids.parse_id(body["supervoxel"], "supervoxel") if body.get("supervoxel") is not None else None
-        outcome = await self.edit(self.server.edit_annotation, caller, store.add_annotation, kind=body.get("kind"),
+        outcome = await self.edit(self.server.edit_as, caller, store.add_annotation, kind=body.get("kind"),
                                   text=body.get("text"), supervoxel=supervoxel, position_nm=body.get("position_nm"))
         self.send(annotation_edit_json(outcome))
 
@@ -232,8 +232,8 @@ class NeuronFieldHandler(ApiHandler):
         caller = await self.caller("proofreader")
         body = self.json_body()
         supervoxel = ids.parse_id(body.get("supervoxel"), "supervoxel")
-        outcome = await self.edit(self.server.edit_annotation, caller, store.set_neuron_field, supervoxel=supervoxel,
-                                  kind=body.get("field"), value=body.get("value"))
+        outcome = await self.edit(self.server.edit_as, caller, store.set_neuron_field, supervoxel=supervoxel,
+                                  kind=body.get("field"), value=body.get("value"), statuses=self.server.statuses)
         self.send(annotation_edit_json(outcome))
 
 
@@ -244,7 +244,7 @@ class AnnotationRemoveHandler(ApiHandler):
     async def post(self) -> None:
         caller = await self.caller("proofreader")
         annotation_id = ids.parse_id(self.json_body().get("annotation_id"), "annotation_id")
-        outcome = await self.edit(self.server.edit_annotation, caller, store.remove_annotation,
+        outcome = await self.edit(self.server.edit_as, caller, store.remove_annotation,
                                   annotation_id=annotation_id)
         self.send(annotation_edit_json(outcome))
 
@@ -257,8 +257,7 @@ class ReviewNextHandler(ApiHandler):
     async def post(self) -> None:
         caller = await self.caller("proofreader")
         queue = self.json_body().get("queue", "merge")
-        task = await self.edit(self.server.submit_edit,
-                               lambda session: store.next_task(self.server.store, caller.name, queue, session=session))
+        task = await self.edit(self.server.edit_as, caller, store.next_task, queue=queue)
         if task is None:
             raise NotFoundError(f"no task left in the {queue} queue")
         self.send(task.as_json())
@@ -274,8 +273,7 @@ class ReviewAnswerHandler(ApiHandler):
         body = self.json_body()
         task_id = ids.parse_id(body.get("task_id"), "task_id")
         answer = body.get("answer")
-        edit_id = await self.edit(self.server.submit_edit, lambda session: store.answer_task(
-            self.server.store, task_id, caller.name, answer, session=session))
+        edit_id = await self.edit(self.server.edit_as, caller, store.answer_task, task_id=task_id, answer=answer)
         self.send({"task_id": task_id, "answer": answer, "edit_id": edit_id})
 
 

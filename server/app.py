@@ -303,14 +303,9 @@ class ProofreadingServer:
                           lambda session, seen: store.split(self.store, sources=sources, sinks=sinks, user=caller.name,
                                                             preview=preview, seen_roots=seen, session=session))
 
-    def submit_edit(self, edit) -> Future:
-        """Queue any store write `edit(session)` behind the others (group commit); its Future gives the outcome."""
-        return self.edits.submit(edit)
-
-    def edit_annotation(self, caller: Caller, function, **arguments) -> "Future[store.AnnotationEdit]":
-        """Queue an annotation change: `function` is store.set_neuron_field, add_annotation or remove_annotation."""
-        if function is store.set_neuron_field:
-            arguments["statuses"] = self.statuses
+    def edit_as(self, caller: Caller, function, **arguments) -> Future:
+        """Queue `function(store, user=caller, session=..., **arguments)` behind the other edits (group commit):
+        any store write that acts for a user (annotations, review answers); the Future gives its outcome."""
         return self.edits.submit(lambda session: function(self.store, user=caller.name, session=session, **arguments))
 
     def edit_undo_or_redo(self, caller: Caller, operation: str,

@@ -263,14 +263,13 @@ class UserViewer:
         current = [a.value for a in store.annotations(self.server.store, root=root, kinds=["status"])]
         following = statuses[(statuses.index(current[-1]) + 1) % len(statuses)] if current and current[-1] in statuses \
             else statuses[0]
-        outcome = self.server.edit_annotation(self.caller, store.set_neuron_field, supervoxel=supervoxel,
-                                              kind="status", value=following).result()
+        outcome = self.server.edit_as(self.caller, store.set_neuron_field, supervoxel=supervoxel, kind="status",
+                                      value=following, statuses=self.server.statuses).result()
         return f"neuron {root} status {following!r} (edit {outcome.edit_id})"
 
     def _review_next(self) -> str:
         """Lease the next merge candidate and show it: camera at it, the two supervoxels selected."""
-        task = self.server.submit_edit(lambda session: store.next_task(self.server.store, self.caller.name,
-                                                                       session=session)).result()
+        task = self.server.edit_as(self.caller, store.next_task).result()
         with self._lock:
             self.review_task = task
         if task is None:
@@ -287,8 +286,7 @@ class UserViewer:
             task = self.review_task
         if task is None:
             return "no review task shown: alt+r asks for the next one"
-        edit_id = self.server.submit_edit(lambda session: store.answer_task(
-            self.server.store, task.id, self.caller.name, answer, session=session)).result()
+        edit_id = self.server.edit_as(self.caller, store.answer_task, task_id=task.id, answer=answer).result()
         with self._lock:
             self.review_task = None
         done = {"accept": f"merged (edit {edit_id})", "reject": "rejected", "skip": "skipped"}[answer]
