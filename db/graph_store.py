@@ -6,12 +6,12 @@ import numpy as np
 from sqlalchemy import select
 
 from db.components import start_components
-from db.connection import read_session, take_ids, write_session
+from db.connection import read_session, run_sql, take_ids, write_session
 from db.graph import region_graph
 from db.handle import Store
 from db.models import Layer, Supervoxel
 from db.sql import insert_tuples
-from volumes.errors import InputError, RefusedError
+from volumes.errors import InputError, NotFoundError, RefusedError
 
 
 def build_graph(store: Store, labels_zyx: np.ndarray, resolution_nm: Sequence[float], image: np.ndarray | None = None,
@@ -84,3 +84,31 @@ def supervoxel_at(store: Store, point_nm: Sequence[float], layer: str | None = N
     if value == 0:
         raise InputError(f"point {point.tolist()} nm lies on background (label 0), not on a supervoxel")
     return value
+
+
+def strongest_contact(store: Store, root_a: int, root_b: int) -> tuple[int, int] | None:
+    """The touching pair of supervoxels (one of each current neuron) with the largest contact area, or None.
+
+    For a merge asked of two whole neurons (a viewer's two selected neurons): the link goes where
+    they touch most. Reads the adjacency of the smaller neuron's supervoxels only.
+    """
+    with read_session(store.engine) as session:
+        components = dict(run_sql(session.connection(), "SELECT id, component_id FROM roots WHERE dataset_id = ? "
+                                  "AND id IN (?, ?) AND retired_edit IS NULL", (store.dataset_id, int(root_a), int(root_b))))
+        if len(components) < 2:
+            raise NotFoundError(f"neurons {root_a} and {root_b} must both be current neurons of dataset {store.dataset!r}")
+        sizes = dict(run_sql(session.connection(), "SELECT id, size_supervoxels FROM components WHERE id IN (?, ?)",
+                             (components[root_a], components[root_b])))
+        small, large = sorted((components[root_a], components[root_b]), key=lambda component: sizes.get(component, 0))
+        half = ("SELECT {mine}, {theirs}, a.contact_area_nm2 FROM supervoxels s JOIN adjacencies a "
+                "ON a.dataset_id = s.dataset_id AND a.{mine_side} = s.id JOIN supervoxels t "
+                "ON t.dataset_id = a.dataset_id AND t.id = a.{theirs_side} "
+                "WHERE s.dataset_id = ? AND s.component_id = ? AND t.component_id = ?")
+        rows = run_sql(session.connection(),
+                       half.format(mine="a.sv_a", theirs="a.sv_b", mine_side="sv_a", theirs_side="sv_b") + " UNION ALL " +
+                       half.format(mine="a.sv_b", theirs="a.sv_a", mine_side="sv_b", theirs_side="sv_a") + " ORDER BY 3 DESC LIMIT 1",
+                       (store.dataset_id, small, large, store.dataset_id, small, large))
+    if not rows:
+        return None
+    mine, theirs = int(rows[0][0]), int(rows[0][1])
+    return (mine, theirs) if small == components[root_a] else (theirs, mine)

@@ -54,6 +54,7 @@ Functions (all take the Store first):
     open_store, build_graph, add_layer, add_user, user_for_token, get_user,
     merge, merge_points, split, undo, redo,
     roots_of, root_of, supervoxels_of, equivalence_groups, neurons_of_several, neuron_changes, lineage,
+    neuron_summary, retired_among, successors, strongest_contact,
     latest_edit_id, resolve_at,
     history, replay,
     set_neuron_field, add_annotation, remove_annotation, annotations, neuron_fields, annotation_table,
@@ -72,14 +73,14 @@ from db.connection import (check_existing_store, ensure_dataset, make_engine, mi
                            stop_checkpointer)
 from db.edit_log import EditRecord, history, latest_edit_id, lineage
 from db.edits import EditResult, apply_edits, merge, merge_points, redo, replay, split, undo
-from db.graph_store import add_layer, build_graph, supervoxel_at
+from db.graph_store import add_layer, build_graph, strongest_contact, supervoxel_at
 from db.handle import DEFAULT_DATASET, At, Store
 from db.review import ANSWERS, QUEUES, Task, answer_task, build_merge_queue, next_task, queue_progress
 from db.synapse_store import (SYNAPSE_BLOCK_LAYOUT, SYNAPSE_BLOCK_ROWS, SYNAPSE_COLUMNS, SYNAPSE_POINT_COLUMNS,
                               add_synapses, decode_synapse_block, edge_table, encode_synapse_block, neuron_table,
                               synapse_table, synapses_of_root)
-from db.time_travel import (equivalence_groups, neuron_changes, neurons_of_several, resolve_at, root_of, roots_of,
-                            supervoxels_of)
+from db.time_travel import (NeuronSummary, equivalence_groups, neuron_changes, neuron_summary, neurons_of_several,
+                            resolve_at, retired_among, root_of, roots_of, successors, supervoxels_of)
 from db.users import ROLES, Role, add_user, get_user, list_users, remove_user, reset_token, token_digest, user_for_token
 from volumes.errors import ConflictError, ForbiddenError, InputError, NotFoundError, RefusedError, UnauthorizedError
 
@@ -97,6 +98,7 @@ __all__ = [
     "build_graph", "decode_synapse_block", "edge_table", "encode_synapse_block", "equivalence_groups", "get_user",
     "history", "latest_edit_id", "lineage", "list_users", "merge", "merge_points", "neuron_changes", "neuron_table",
     "neurons_of_several", "open_store",
+    "NeuronSummary", "neuron_summary", "retired_among", "strongest_contact", "successors",
     "redo", "remove_user", "replay", "reset_token", "resolve_at", "root_of", "roots_of", "split", "supervoxel_at",
     "supervoxels_of", "synapse_table", "synapses_of_root", "token_digest", "undo", "user_for_token",
 ]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -196,3 +197,51 @@ def neurons_of_several(store: Store, at: At = None) -> dict[int, list[int]]:
 def equivalence_groups(store: Store, at: At = None) -> list[list[int]]:
     """Supervoxel id lists, one per neuron with more than one supervoxel (Neuroglancer equivalences)."""
     return sorted(neurons_of_several(store, at).values(), key=lambda g: g[0])
+
+
+@dataclass(frozen=True)
+class NeuronSummary:
+    """A current neuron as a viewer needs it: its supervoxels, voxel count and bounding box (z, y, x voxels)."""
+
+    root: int
+    created_edit: int
+    supervoxels: list[int]
+    size_voxels: int
+    bbox_zyx: tuple[int, int, int, int, int, int]  # z0, y0, x0, z1, y1, x1
+
+
+def neuron_summary(store: Store, root: int) -> NeuronSummary:
+    """One neuron's members and extent from one read (NotFoundError for an unknown root).
+
+    A root names an immutable set, so the summary of a root id never goes stale; a retired root's
+    summary is as of its last version.
+    """
+    with read_session(store.engine) as session:
+        row = session.get(Root, int(root))
+        if row is None or row.dataset_id != store.dataset_id:
+            raise NotFoundError(f"unknown root {root} in dataset {store.dataset!r}")
+        members = members_of_root(session, store, row.component_id, row.created_edit, row.retired_edit is None)
+        parts = [run_sql(session.connection(), "SELECT SUM(size_voxels), MIN(bbox_z0), MIN(bbox_y0), MIN(bbox_x0), "
+                         "MAX(bbox_z1), MAX(bbox_y1), MAX(bbox_x1) FROM supervoxels WHERE dataset_id = ? "
+                         f"AND id IN ({placeholders(len(part))})", (store.dataset_id, *part))[0] for part in id_chunks(members)]
+        found = np.array([part for part in parts if part[0] is not None], dtype=np.int64).reshape(-1, 7)
+        size = int(found[:, 0].sum())
+        box = tuple(int(v) for v in np.r_[found[:, 1:4].min(axis=0), found[:, 4:7].max(axis=0)]) if len(found) else (0,) * 6
+        return NeuronSummary(int(root), row.created_edit, members, size, box)
+
+
+def retired_among(store: Store, roots: Iterable[int]) -> set[int]:
+    """Which of these root ids an edit has retired (unknown ids are left out)."""
+    unique = sorted({int(root) for root in roots})
+    retired: set[int] = set()
+    with read_session(store.engine) as session:
+        for part in id_chunks(unique):
+            retired.update(row[0] for row in run_sql(
+                session.connection(), f"SELECT id FROM roots WHERE dataset_id = ? AND id IN ({placeholders(len(part))}) "
+                "AND retired_edit IS NOT NULL", (store.dataset_id, *part)))
+    return retired
+
+
+def successors(store: Store, root: int) -> list[int]:
+    """The current neurons that now hold a root's supervoxels (one after a merge, the pieces after a split)."""
+    return sorted(set(roots_of(store, supervoxels_of(store, root)).values()))
