@@ -5,9 +5,13 @@
     /data/<layer>/...     the workspace's precomputed layers (read-only, confined to W/layers)
     /api/...              the HTTP API, documented at /api/openapi.json
 
-The store is the source of truth. A background thread polls its latest edit id and, when it
-changes (an edit here, through the API, or by another process), rebuilds the agglomeration and
-pushes it to every open viewer as the segmentation layer's equivalences.
+    /token, /entity_token, /graph/...   Neuroglancer's segmentation-graph protocol (server/neuron_graph.py)
+
+The store is the source of truth. Viewers learn the supervoxels of the neurons they display over
+the graph protocol's websocket, never the whole agglomeration. A background thread polls the
+store's latest edit id and, when it changes (an edit here, through the API, or by another
+process), tells each watcher whose neuron changed, and puts the pieces of a split neuron on
+screen in every viewer that showed it.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from server.auth import Authenticator, Caller, request_token
 from server.data_files import DATA_ROUTE, LayerFileHandler
 from server.edit_queue import EditQueue
 from server.guard import DEFAULT_MAX_BODY_BYTES, MIB, GuardedHandler
+from server.neuron_graph import NeuronGraph, graph_routes, root_of_segment
 from server.viewers import EDITS_STATUS_KEY, MAX_SYNAPSES_SHOWN, POST_SYNAPSE_LAYER, PRE_SYNAPSE_LAYER, SYNAPSE_RADIUS_NM, UserViewer
 from volumes.errors import ForbiddenError, InputError, RefusedError, UnauthorizedError
 from volumes.workspace import Workspace
@@ -108,11 +113,8 @@ class ProofreadingServer:
         self.auth = Authenticator(self.store, self.executor)
         self._viewers: dict[str, UserViewer] = {}  # by user name
         self._viewers_lock = threading.Lock()
-        self._agglomeration_lock = threading.Lock()
-        self.edit_id: int | None = None  # the latest edit pushed to the viewers
-        self._neurons: dict[int, list[int]] = {}  # root -> supervoxels, neurons of several, as of _groups_edit_id
-        self._groups: list[list[int]] = []
-        self._groups_edit_id: int | None = None
+        self._follow_lock = threading.Lock()
+        self.edit_id = store.latest_edit_id(self.store)  # the latest edit the viewers were told about
         self._synapse_layers: list | None = None
 
         if ng_server.is_server_running():
@@ -129,11 +131,13 @@ class ProofreadingServer:
         self._ng.http_server.conn_params.max_body_size = DEFAULT_MAX_BODY_BYTES
         self.port = self._ng.port
         self.url = self._ng.server_url  # for 0.0.0.0, this machine's name, so other machines can fetch the layers
+        self.graph = NeuronGraph(self.store, self.executor, entity=self.layers.segmentation,
+                                 datasource_url=self.layer_source(self.layers.segmentation))
         router = self._ng.app.wildcard_router
-        router.add_rules(api_routes(self) + [(DATA_ROUTE, LayerFileHandler, dict(layers_dir=self.workspace.layers_dir, authenticator=self.auth))])
+        router.add_rules(api_routes(self) + graph_routes(self.graph, self.auth, self) +
+                         [(DATA_ROUTE, LayerFileHandler, dict(layers_dir=self.workspace.layers_dir, authenticator=self.auth))])
         router.rules[0:0] = [router.process_rule(tornado.web.url(*rule)) for rule in _viewer_guard_rules(self)]
 
-        self.push_agglomeration()
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._poll_store, name="connectome-store-poll", daemon=True)
         self._poller.start()
@@ -158,6 +162,10 @@ class ProofreadingServer:
     def layer_source(self, layer: str) -> str:
         return f"precomputed://{self.url}/data/{layer}"
 
+    def segmentation_source(self) -> str:
+        """The neurons: the supervoxel segmentation with the store's agglomeration, over the graph protocol."""
+        return f"nggraph://{self.url}/{self.layers.segmentation}"
+
     def image_geometry(self) -> tuple[list[float], list[int], list[int]]:
         """Voxel size (nm), size and voxel offset of the image layer, x, y, z as Neuroglancer orders them."""
         info = self.workspace.layer_info(self.layers.image)
@@ -165,27 +173,14 @@ class ProofreadingServer:
         return [float(r) for r in scale["resolution"]], [int(s) for s in scale["size"]], [int(o) for o in scale.get("voxel_offset", [0, 0, 0])]
 
     def viewer_for(self, caller: Caller) -> UserViewer:
-        """The caller's viewer, created on first use and showing the current agglomeration."""
+        """The caller's viewer, created on first use."""
         with self._viewers_lock:
             user_viewer = self._viewers.get(caller.name)
             if user_viewer is None:
                 user_viewer = UserViewer(self, caller)
+                user_viewer.shown_edit_id = self.edit_id
                 self._viewers[caller.name] = user_viewer
-                created = True
-            else:
-                created = False
-        if created:
-            self.refresh_viewer(user_viewer)
         return user_viewer
-
-    def refresh_viewer(self, user_viewer: UserViewer) -> None:
-        """Show one viewer the agglomeration as of the latest pushed edit (e.g. after a split preview ends)."""
-        with self._agglomeration_lock:
-            if self.edit_id is None:  # no viewer was open to follow the edits: start from the latest
-                self.edit_id = store.latest_edit_id(self.store)
-            edit_id = self.edit_id
-            groups = self._groups_at(edit_id)
-        user_viewer.show_agglomeration(groups, edit_id)
 
     def viewer_owner(self, viewer_id: str) -> str | None:
         with self._viewers_lock:
@@ -204,47 +199,28 @@ class ProofreadingServer:
             self._synapse_layers = _synapse_ellipsoids(store.synapse_table(self.store), self.image_geometry()[0])
         return self._synapse_layers
 
-    # ------------------------------------------------------------------ agglomeration
+    # ------------------------------------------------------------------ following the edits
 
-    def push_agglomeration(self) -> None:
-        """Send the store's agglomeration to every open viewer if an edit happened since the last push."""
-        with self._agglomeration_lock:
-            viewers = self.open_viewers()
-            if not viewers:
-                self.edit_id = None  # nothing to push to; a viewer computes the groups when it opens
-                return
+    def follow_edits(self) -> None:
+        """After edits (anyone's, any process's): each watched neuron that changed is sent again, and each
+        viewer that showed a neuron an edit retired shows what holds its supervoxels now (all pieces of a split)."""
+        with self._follow_lock:
             latest = store.latest_edit_id(self.store)
             previous = self.edit_id
             if latest == previous:
                 return
+            self.graph.follow(latest)
+            viewers = self.open_viewers()
+            shown = {root for user_viewer in viewers for root in user_viewer.shown_neurons()}
+            retired = store.retired_among(self.store, shown) if shown else set()
+            replacements = {root: store.successors(self.store, root) for root in retired}
             self.edit_id = latest
-            groups = self._groups_at(latest)
-        shared = neuroglancer.EquivalenceMap(groups)  # built once for all viewers
         for user_viewer in viewers:
-            user_viewer.show_agglomeration(groups, latest, shared)
-        if previous is not None:
+            user_viewer.follow_edits(replacements, latest)
+        if viewers:
             message = self._describe_edits(previous, latest)
             for user_viewer in viewers:
                 user_viewer.set_status(message, key=EDITS_STATUS_KEY)
-
-    def _groups_at(self, edit_id: int) -> list[list[int]]:
-        """Equivalence groups as of an edit, cached for the latest one (call with the agglomeration lock held).
-
-        Moving forward reads only what the edits since changed (the roots they retired and the
-        members of those they made); the whole dataset is read once, for the first viewer.
-        """
-        if self._groups_edit_id == edit_id:
-            return self._groups
-        if self._groups_edit_id is not None and edit_id > self._groups_edit_id:
-            retired, created = store.neuron_changes(self.store, self._groups_edit_id, edit_id)
-            for root in retired:
-                self._neurons.pop(root, None)
-            self._neurons.update((root, members) for root, members in created.items() if len(members) > 1)
-        else:
-            self._neurons = store.neurons_of_several(self.store, at=edit_id)
-        self._groups = sorted(self._neurons.values(), key=lambda group: group[0])
-        self._groups_edit_id = edit_id
-        return self._groups
 
     def _describe_edits(self, after_edit_id: int, latest_edit_id: int) -> str:
         """The status line after a push: the latest edit (reading only that one keeps pushes cheap)."""
@@ -263,7 +239,7 @@ class ProofreadingServer:
             self._wake.clear()
             started = time.monotonic()
             try:
-                self.push_agglomeration()
+                self.follow_edits()
             except Exception as exc:  # a database hiccup must not stop live updates for good
                 LOG.warning("store poll failed, retrying in 1 s: %s: %s", type(exc).__name__, exc)
                 time.sleep(1.0)
@@ -296,6 +272,37 @@ class ProofreadingServer:
         return self._edit([supervoxel_a, supervoxel_b], seen_edit_id, seen_roots,
                           lambda session, seen: store.merge(self.store, supervoxel_a, supervoxel_b, user=caller.name,
                                                             seen_roots=seen, session=session))
+
+    def merge_segments(self, caller: Caller, segment_a: int, segment_b: int,
+                       seen_edit_id: int | None = None) -> "Future[store.EditResult]":
+        """Merge two segments a viewer selected: neurons (by their viewer id) or supervoxels.
+
+        The link joins the supervoxels the user pointed at (double-clicked), else the two that touch
+        most; a neuron id is also the version the user saw, so a neuron changed since is a conflict.
+        """
+        def edit(session):
+            pair, seen = [], []
+            for segment in (segment_a, segment_b):
+                root = root_of_segment(segment)
+                if root is None:
+                    pair.append(segment)
+                    if seen_edit_id is not None:
+                        seen.append(self.known_roots([segment], at=seen_edit_id)[segment])
+                    continue
+                seen.append(root)
+                pair.append(self.graph.pointed_supervoxel(caller.name, root))
+            if None in pair:
+                roots = [root_of_segment(s) or self.known_roots([s])[s] for s in (segment_a, segment_b)]
+                if roots[0] == roots[1]:
+                    raise RefusedError(f"both segments are already neuron {roots[0]}")
+                contact = store.strongest_contact(self.store, roots[0], roots[1])
+                if contact is None:
+                    raise RefusedError(f"neurons {roots[0]} and {roots[1]} do not touch: double-click each where they should join")
+                pair = list(contact)
+            return store.merge(self.store, pair[0], pair[1], user=caller.name,
+                               seen_roots=seen if len(seen) == 2 else None, session=session)
+
+        return self.edits.submit(edit)
 
     def edit_split(self, caller: Caller, sources: list[int], sinks: list[int], preview: bool = False,
                    seen_roots: list[int] | None = None, seen_edit_id: int | None = None) -> "Future[store.EditResult]":

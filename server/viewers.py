@@ -2,10 +2,11 @@
 
 Key and mouse bindings (chosen not to clash with Neuroglancer's defaults):
 
-    m                 merge the two segments selected last (double-click selects)
+    m                 merge the two neurons selected last (double-click selects; the link joins the
+                      supervoxels double-clicked, else where the neurons touch most)
     q / alt+click     mark the supervoxel under the mouse as a split source
     w / alt+shift+click  mark it as a split sink
-    p                 preview the split (the neuron is drawn as the pieces it would become)
+    p                 preview the split (a "split preview" layer draws the pieces it would make)
     k                 run the split
     c                 clear split marks and preview
     ctrl+z / ctrl+y   undo / redo (this user's own latest edit; an admin undoes others' by id)
@@ -14,7 +15,9 @@ Key and mouse bindings (chosen not to clash with Neuroglancer's defaults):
     alt+r             next merge-review task: the view moves to it, its two supervoxels selected
     alt+a / alt+x / alt+s   accept (merge) / reject / skip the task shown
 
-The status line at the bottom says what happened, who did it, and why an edit was refused.
+The status line at the bottom says what happened, who did it, and why an edit was refused; it
+names neurons by root id (the viewer shows a neuron as 2**63 + its root id, see server/neuron_graph.py).
+Split marks are drawn as points (sources red, sinks blue) in this viewer only.
 Edits themselves run on the server's worker threads, never on the tornado thread.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ import neuroglancer
 
 from db import store
 from server.auth import Caller
+from server.neuron_graph import root_of_segment, viewer_segment_id
 from server.services import ServerServices
 from volumes.errors import ConnectomeError
 
@@ -36,6 +40,8 @@ LOG = logging.getLogger(__name__)
 
 IMAGE_LAYER = "image"
 SEGMENTATION_LAYER = "segmentation"
+PREVIEW_LAYER = "split preview"
+MARKS_LAYER = "split marks"
 PRE_SYNAPSE_LAYER = "pre-synapses"
 POST_SYNAPSE_LAYER = "post-synapses"
 STATUS_KEY = "proofreading"  # this user's own actions and refusals
@@ -86,7 +92,8 @@ class UserViewer:
         self._selection_order: list[int] = []  # selected segments, oldest first
         self.split_sources: list[int] = []
         self.split_sinks: list[int] = []
-        self.preview_groups: list[list[int]] | None = None
+        self._mark_points: list[tuple[str, int, list[float]]] = []  # (source/sink, supervoxel, x, y, z voxels)
+        self.preview_root: int | None = None  # the neuron a split preview shows as pieces
         self.shown_edit_id: int | None = None
         self.review_task: store.Task | None = None  # the merge-review task this viewer shows
         self._build_state()
@@ -109,7 +116,7 @@ class UserViewer:
             s.cross_section_scale = max(size_xyz) / VIEW_PIXELS
             s.projection_scale = max(size_xyz) * 1.5
             s.layers[IMAGE_LAYER] = neuroglancer.ImageLayer(source=self.server.layer_source(layers.image))
-            s.layers[SEGMENTATION_LAYER] = neuroglancer.SegmentationLayer(source=self.server.layer_source(layers.segmentation))
+            s.layers[SEGMENTATION_LAYER] = neuroglancer.SegmentationLayer(source=self.server.segmentation_source())
             for name, color, positions in self.server.synapse_annotations():
                 s.layers[name] = neuroglancer.LocalAnnotationLayer(
                     dimensions=dimensions,
@@ -147,20 +154,25 @@ class UserViewer:
         for name, handler in handlers.items():
             self.viewer.actions.add(name, handler)
 
-    def show_agglomeration(self, groups: list[list[int]], edit_id: int,
-                           shared: "neuroglancer.EquivalenceMap | None" = None) -> None:
-        """Replace the segmentation's equivalences (called after every edit, from any thread).
+    def shown_neurons(self) -> list[int]:
+        """Root ids of the neurons this viewer has selected."""
+        segments = self.viewer.state.layers[SEGMENTATION_LAYER].segments
+        return [root for root in (root_of_segment(int(segment)) for segment in segments) if root is not None]
 
-        `shared`: the same groups already built into an EquivalenceMap, which every viewer without a
-        split preview can take as it is (building one costs ~5x assigning it; nobody mutates it).
+    def follow_edits(self, replacements: dict[int, list[int]], edit_id: int) -> None:
+        """Show, for each selected neuron an edit retired, every neuron now holding its supervoxels.
+
+        The graph protocol renames a watched neuron to one successor; the others (the pieces of a
+        split) are selected here, so no piece disappears from any viewer that showed the neuron.
         """
-        with self._show_lock:
-            with self._lock:
-                preview = self.preview_groups
-            equivalences = _with_preview(groups, preview) if preview else shared if shared is not None else groups
-            with self.viewer.txn() as s:
-                s.layers[SEGMENTATION_LAYER].equivalences = equivalences
-            self.shown_edit_id = edit_id
+        if replacements:
+            with self._show_lock, self.viewer.txn() as s:
+                layer = s.layers[SEGMENTATION_LAYER]
+                current = [int(segment) for segment in layer.segments]
+                wanted = _replaced(current, replacements)
+                if wanted != current:
+                    layer.segments = wanted
+        self.shown_edit_id = edit_id
 
     def set_status(self, text: str, key: str = STATUS_KEY) -> None:
         with self.viewer.config_state.txn() as s:
@@ -200,26 +212,49 @@ class UserViewer:
             return
         self._submit(self._merge, selected[0], selected[1])
 
-    def _merge(self, supervoxel_a: int, supervoxel_b: int) -> str:
-        result = self.server.edit_merge(self.caller, supervoxel_a, supervoxel_b, seen_edit_id=self.shown_edit_id).result()
-        return f"merged {supervoxel_a} and {supervoxel_b} (edit {result.edit_id})"
+    def _merge(self, segment_a: int, segment_b: int) -> str:
+        result = self.server.merge_segments(self.caller, segment_a, segment_b, seen_edit_id=self.shown_edit_id).result()
+        self.follow_edits({root: result.resulting_roots for root in result.affected_roots}, self.shown_edit_id)
+        return f"merged neurons {' and '.join(map(str, result.affected_roots))} into neuron {result.resulting_roots[0]} (edit {result.edit_id})"
 
     def _on_mark(self, action_state, marks: list[int], side: str) -> None:
         supervoxel = selected_supervoxel(action_state)
         if supervoxel is None:
             self.set_status(f"{self.caller.name}: no segment under the mouse to mark as split {side}")
             return
+        position = [float(v) for v in action_state.mouse_voxel_coordinates] \
+            if getattr(action_state, "mouse_voxel_coordinates", None) is not None else None
         with self._lock:
             if supervoxel not in marks:
                 marks.append(supervoxel)
+                if position is not None:
+                    self._mark_points.append((side, supervoxel, position))
+        self._draw_marks()
         self.set_status(f"{self.caller.name}: split sources {self.split_sources}, sinks {self.split_sinks}; p previews, k splits, c clears")
+
+    def _draw_marks(self) -> None:
+        """The split marks as points in a layer of this viewer's own (sources red, sinks blue)."""
+        with self._lock:
+            points = list(self._mark_points)
+        with self.viewer.txn() as s:
+            if not points:
+                if MARKS_LAYER in s.layers:
+                    del s.layers[MARKS_LAYER]
+                return
+            s.layers[MARKS_LAYER] = neuroglancer.LocalAnnotationLayer(
+                dimensions=s.dimensions, shader=MARKS_SHADER,
+                annotation_properties=[neuroglancer.AnnotationPropertySpec(id="sink", type="uint8", default=0)],
+                annotations=[neuroglancer.PointAnnotation(id=f"{side}-{supervoxel}", point=position,
+                                                          props=[int(side == "sink")])
+                             for side, supervoxel, position in points])
 
     def _on_clear_split(self, action_state) -> None:
         with self._lock:
             self.split_sources.clear()
             self.split_sinks.clear()
-            self.preview_groups = None
-        self.server.refresh_viewer(self)
+            self._mark_points.clear()
+        self._end_preview()
+        self._draw_marks()
         self.set_status(f"{self.caller.name}: split marks cleared")
 
     def _split(self, preview: bool) -> str:
@@ -228,15 +263,38 @@ class UserViewer:
         if not sources or not sinks:
             return "mark at least one split source (q) and one sink (w) first"
         result = self.server.edit_split(self.caller, sources, sinks, preview=preview, seen_edit_id=self.shown_edit_id).result()
-        with self._lock:
-            self.preview_groups = [list(group) for group in result.groups] if preview else None
-            if not preview:
-                self.split_sources.clear()
-                self.split_sinks.clear()
         if preview:
-            self.server.refresh_viewer(self)
+            self._show_preview(result.affected_roots[0], result.groups)
             return f"split preview: {len(result.removed_edges)} edges would be cut into {len(result.groups)} pieces; k splits, c cancels"
-        return f"split into {len(result.resulting_roots)} neurons (edit {result.edit_id})"
+        with self._lock:
+            self.split_sources.clear()
+            self.split_sinks.clear()
+            self._mark_points.clear()
+        self._end_preview()
+        self._draw_marks()
+        self.follow_edits({root: result.resulting_roots for root in result.affected_roots}, self.shown_edit_id)
+        return f"split neuron {result.affected_roots[0]} into neurons {', '.join(map(str, result.resulting_roots))} (edit {result.edit_id})"
+
+    def _show_preview(self, root: int, pieces: list[list[int]]) -> None:
+        """Draw the pieces a split would make in a layer of their own; the neuron itself is hidden meanwhile."""
+        with self._show_lock, self.viewer.txn() as s:
+            s.layers[PREVIEW_LAYER] = neuroglancer.SegmentationLayer(
+                source=self.server.layer_source(self.server.layers.segmentation),
+                equivalences=[list(piece) for piece in pieces], segments=[min(piece) for piece in pieces])
+            layer = s.layers[SEGMENTATION_LAYER]
+            layer.segments = [segment for segment in map(int, layer.segments) if segment != viewer_segment_id(root)]
+        with self._lock:
+            self.preview_root = root
+
+    def _end_preview(self) -> None:
+        with self._lock:
+            root, self.preview_root = self.preview_root, None
+        with self._show_lock, self.viewer.txn() as s:
+            if PREVIEW_LAYER in s.layers:
+                del s.layers[PREVIEW_LAYER]
+            if root is not None:
+                layer = s.layers[SEGMENTATION_LAYER]
+                layer.segments = sorted(set(map(int, layer.segments)) | {viewer_segment_id(root)})
 
     def _on_neuron(self, action_state, job: Callable[[int], str]) -> None:
         supervoxel = selected_supervoxel(action_state)
@@ -311,8 +369,20 @@ def _top_partners(synapses, root: int) -> list[str]:
     return parts
 
 
-def _with_preview(groups: list[list[int]], preview: list[list[int]]) -> list[list[int]]:
-    """The agglomeration with the previewed neuron drawn as the pieces the split would leave."""
-    previewed = {supervoxel for group in preview for supervoxel in group}
-    kept = [group for group in groups if not previewed.intersection(group)]
-    return kept + [group for group in preview if len(group) > 1]
+def _replaced(segments: list[int], replacements: dict[int, list[int]]) -> list[int]:
+    """Selected segment ids with each retired neuron replaced by its successors (viewer ids, no repeats)."""
+    wanted: list[int] = []
+    for segment in segments:
+        root = root_of_segment(segment)
+        for kept in ([viewer_segment_id(r) for r in replacements[root]] if root in replacements else [segment]):
+            if kept not in wanted:
+                wanted.append(kept)
+    return wanted
+
+
+MARKS_SHADER = """
+void main() {
+  setColor(prop_sink() == 1u ? vec3(0.25, 0.6, 1.0) : vec3(1.0, 0.25, 0.25));
+  setPointMarkerSize(12.0);
+}
+"""
