@@ -394,31 +394,106 @@ def test_admin_adds_users_who_log_in_to_their_own_viewer(served):
     assert requests.get(f"{server.url}/login", params={"token": "wrong"}).status_code == 401
 
 
-def test_edits_reach_every_open_viewer_within_a_second(served):
+class GraphWatcher:
+    """A client of the server's neuron-graph websocket, as Neuroglancer's nggraph source speaks it."""
+
+    def __init__(self, url: str):
+        import asyncio
+        import queue
+        import threading
+
+        from tornado.websocket import websocket_connect
+
+        self.messages: "queue.Queue[dict | None]" = queue.Queue()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        async def connect():
+            return await websocket_connect(url)
+
+        self.connection = asyncio.run_coroutine_threadsafe(connect(), self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._read(), self.loop)
+        self.next_watch_id = 0
+
+    async def _read(self) -> None:
+        while True:
+            message = await self.connection.read_message()
+            self.messages.put(None if message is None else json.loads(message))
+            if message is None:
+                return
+
+    def watch(self, segment: int) -> int:
+        self.loop.call_soon_threadsafe(self.connection.write_message, json.dumps({"watch": {"segment_id": str(segment)}}))
+        self.next_watch_id += 1
+        return self.next_watch_id - 1
+
+    def receive(self, timeout_s: float = 5.0) -> dict | None:
+        return self.messages.get(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.connection.close)
+
+
+def graph_session(server, token: str) -> str:
+    """Log in with the cookie, as the viewer page does, and get a graph session token."""
+    browser = requests.Session()
+    assert browser.get(f"{server.url}/login", params={"token": token}, allow_redirects=False).status_code == 302
+    same_origin = {"Origin": server.url}
+    session_token = browser.post(f"{server.url}/token", headers=same_origin)
+    assert session_token.status_code == 200, session_token.text
+    entity = browser.post(f"{server.url}/entity_token", json={"entity": "segmentation"},
+                          headers={**same_origin, "Authorization": session_token.text})
+    assert entity.status_code == 200 and entity.json()["entity_type"] == "graph", entity.text
+    config = browser.post(f"{server.url}/graph/config", headers={**same_origin, "Authorization": session_token.text})
+    assert config.json()["datasource_url"] == f"precomputed://{server.url}/data/segmentation"
+    assert browser.post(f"{server.url}/token").status_code == 403, "a cookie write from another origin is refused"
+    assert requests.post(f"{server.url}/token").status_code == 401, "no session without a login"
+    return session_token.text
+
+
+def test_viewers_hear_of_edits_to_the_neurons_they_show_within_a_second(served):
+    """The graph protocol: a watched supervoxel answers with its neuron; an edit to that neuron (over the API,
+    or by another process) reaches the watcher within a second, and nothing else is sent."""
     from db import store
-    from server.auth import Caller
-    from server.viewers import SEGMENTATION_LAYER
+    from server.neuron_graph import GRAPH_BIT
 
     server, tokens, supervoxels = served
-    viewer_a = server.viewer_for(Caller("ana", "proofreader"))
-    viewer_b = server.viewer_for(Caller("ben", "proofreader"))
-    a, b, c = supervoxels[30:33]
+    a, b, c, far = supervoxels[30], supervoxels[31], supervoxels[32], supervoxels[-1]
+    token = graph_session(server, tokens["ana"])
+    watcher = GraphWatcher(f"ws://127.0.0.1:{server.port}/graph/watch/{token}")
+    try:
+        watches = {sv: watcher.watch(sv) for sv in (a, b, far)}
+        answers = {}
+        for _ in range(3):
+            message = watcher.receive()
+            answers[message["watch_id"]] = message
+        for sv, watch_id in watches.items():
+            info = answers[watch_id]["info"]
+            assert answers[watch_id]["state"] == "ok" and sv in info["base_segment_ids"]
+            assert int(info["id"]) == GRAPH_BIT | store.root_of(server.store, sv)
+        assert watcher.watch(10**15) == 3 and watcher.receive() == {"watch_id": 3, "state": "invalid"}
 
-    def wait_until_together(user_viewer, x: int, y: int) -> float:
+        def updates_within(seconds: float) -> dict[int, dict]:
+            deadline, seen = time.monotonic() + seconds, {}
+            while time.monotonic() < deadline:
+                try:
+                    message = watcher.receive(timeout_s=max(0.01, deadline - time.monotonic()))
+                except Exception:
+                    break
+                seen[message["watch_id"]] = message["info"]
+            return seen
+
         started = time.monotonic()
-        while time.monotonic() - started < 5:
-            groups = user_viewer.viewer.state.layers[SEGMENTATION_LAYER].equivalences.to_json()
-            if any(x in group and y in group for group in groups):
-                return time.monotonic() - started
-            time.sleep(0.01)
-        raise AssertionError(f"{x} and {y} never shown merged")
-
-    requests.post(f"{server.url}/api/edits/merge", json={"supervoxels": [a, b]}, headers=auth(tokens["ana"])).raise_for_status()
-    assert wait_until_together(viewer_b, a, b) < 1.0
-    with store.open_store(server.workspace) as other_process_store:  # an edit that bypasses this server
-        store.merge(other_process_store, b, c, user="ben")
-    assert wait_until_together(viewer_a, b, c) < 1.0
-    assert wait_until_together(viewer_b, a, c) < 1.0
+        requests.post(f"{server.url}/api/edits/merge", json={"supervoxels": [a, b]}, headers=auth(tokens["ben"])).raise_for_status()
+        seen = updates_within(1.0)
+        assert set(seen) == {watches[a], watches[b]}, "the two merged neurons' watchers hear of it, the other does not"
+        assert seen[watches[a]]["id"] == seen[watches[b]]["id"] and {a, b} <= set(seen[watches[a]]["base_segment_ids"])
+        assert time.monotonic() - started < 1.0 + 1.0  # the merge's own round trip, then at most a second
+        with store.open_store(server.workspace) as other_process_store:  # an edit that bypasses this server
+            store.merge(other_process_store, b, c, user="ben")
+        seen = updates_within(1.0)
+        assert {a, b, c} <= set(seen[watches[a]]["base_segment_ids"]) and watches[far] not in seen
+    finally:
+        watcher.close()
 
 
 def test_viewer_actions_merge_split_with_preview_and_undo(served):
@@ -426,6 +501,9 @@ def test_viewer_actions_merge_split_with_preview_and_undo(served):
     from db import store
     from server.auth import Caller
     from server.viewers import SEGMENTATION_LAYER
+
+    from server.neuron_graph import viewer_segment_id
+    from server.viewers import MARKS_LAYER, PREVIEW_LAYER
 
     server, tokens, supervoxels = served
     user_viewer = server.viewer_for(Caller("ben", "proofreader"))
@@ -437,7 +515,7 @@ def test_viewer_actions_merge_split_with_preview_and_undo(served):
         return user_viewer.shown_edit_id == store.latest_edit_id(server.store)
 
     def under_mouse(supervoxel: int) -> dict:
-        return {"selectedValues": {SEGMENTATION_LAYER: {"value": str(supervoxel)}}}
+        return {"selectedValues": {SEGMENTATION_LAYER: {"value": str(supervoxel)}}, "mousePosition": [10.0, 20.0, 5.0]}
 
     for first, second in ((a, b), (b, c)):
         with user_viewer.viewer.txn() as state:
@@ -446,24 +524,36 @@ def test_viewer_actions_merge_split_with_preview_and_undo(served):
         user_viewer.viewer.actions.invoke("merge-selected", {})
         until(lambda: len(set(roots(server, tokens["ben"], first, second))) == 1, "merge")
         until(shows_latest_edit, "the viewer to show the merge")
-    until(lambda: "merged" in status(), "merge status")
+    until(lambda: "merged neurons" in status(), "merge status")
 
+    root = int(roots(server, tokens["ben"], a)[0])
+    with user_viewer.viewer.txn() as state:  # the neuron selected, as the viewer shows it
+        state.layers[SEGMENTATION_LAYER].segments = [viewer_segment_id(root)]
     user_viewer.viewer.actions.invoke("split-source", under_mouse(a))
     user_viewer.viewer.actions.invoke("split-sink", under_mouse(c))
     assert (user_viewer.split_sources, user_viewer.split_sinks) == ([a], [c])
+    marks = user_viewer.viewer.state.layers[MARKS_LAYER].annotations
+    assert [(mark.id, list(mark.props)) for mark in marks] == [(f"source-{a}", [0]), (f"sink-{c}", [1])], "split marks drawn"
     user_viewer.viewer.actions.invoke("split-preview", {})
     until(lambda: "split preview:" in status(), "split preview")
-    shown = user_viewer.viewer.state.layers[SEGMENTATION_LAYER].equivalences.to_json()
-    assert not any(a in group and c in group for group in shown), "the preview shows the pieces apart"
+    preview = user_viewer.viewer.state.layers[PREVIEW_LAYER]
+    assert not any(a in group and c in group for group in preview.equivalences.to_json()), "the preview shows the pieces apart"
+    assert len(preview.segments) == 2 and viewer_segment_id(root) not in user_viewer.viewer.state.layers[SEGMENTATION_LAYER].segments
     assert len(set(roots(server, tokens["ben"], a, b, c))) == 1, "a preview changes nothing in the store"
     user_viewer.viewer.actions.invoke("split-run", {})
     until(lambda: len(set(roots(server, tokens["ben"], a, c))) == 2, "split")
-    until(shows_latest_edit, "the viewer to show the split")
-    assert user_viewer.preview_groups is None and not user_viewer.split_sources
+    until(lambda: "split neuron" in status(), "split status")
+    shown = {int(segment) for segment in user_viewer.viewer.state.layers[SEGMENTATION_LAYER].segments}
+    assert shown == {viewer_segment_id(int(r)) for r in roots(server, tokens["ben"], a, b, c)}, "every piece stays on screen"
+    assert PREVIEW_LAYER not in user_viewer.viewer.state.layers and MARKS_LAYER not in user_viewer.viewer.state.layers
+    assert user_viewer.preview_root is None and not user_viewer.split_sources
 
     user_viewer.viewer.actions.invoke("undo", {})  # ben's latest edit: the split
     until(lambda: len(set(roots(server, tokens["ben"], a, b, c))) == 1, "undo of the split")
     until(lambda: "undo of edit" in status(), "undo status")
+    undone = viewer_segment_id(int(roots(server, tokens["ben"], a)[0]))
+    until(lambda: [int(s) for s in user_viewer.viewer.state.layers[SEGMENTATION_LAYER].segments] == [undone],
+          "the viewer follows the undo: both pieces replaced by the neuron they make again")
     user_viewer.viewer.actions.invoke("split-run", {})  # no marks left: refused with a reason
     until(lambda: "mark at least one split source" in status(), "refusal")
 
