@@ -59,7 +59,7 @@ Functions (all take the Store first):
     history, replay,
     set_neuron_field, add_annotation, remove_annotation, annotations, neuron_fields, annotation_table,
     build_merge_queue, next_task, answer_task, queue_progress,
-    add_synapses, synapses_of_root, synapse_table, edge_table, neuron_table, supervoxel_at
+    add_synapses, synapses_of_root, synapse_table, synapse_columns, synapse_signature, edge_table, neuron_table, supervoxel_at
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ from db.handle import DEFAULT_DATASET, At, Store
 from db.review import ANSWERS, QUEUES, Task, answer_task, build_merge_queue, next_task, queue_progress
 from db.synapse_store import (SYNAPSE_BLOCK_LAYOUT, SYNAPSE_BLOCK_ROWS, SYNAPSE_COLUMNS, SYNAPSE_POINT_COLUMNS,
                               add_synapses, decode_synapse_block, edge_table, encode_synapse_block, neuron_table,
-                              synapse_table, synapses_of_root)
+                              synapse_columns, synapse_signature, synapse_table, synapses_of_root)
 from db.time_travel import (NeuronSummary, equivalence_groups, neuron_changes, neuron_summary, neurons_of_several,
                             resolve_at, retired_among, root_of, roots_of, successors, supervoxels_of)
 from db.users import ROLES, Role, add_user, get_user, list_users, remove_user, reset_token, token_digest, user_for_token
@@ -100,7 +100,7 @@ __all__ = [
     "neurons_of_several", "open_store",
     "NeuronSummary", "neuron_summary", "retired_among", "strongest_contact", "successors",
     "redo", "remove_user", "replay", "reset_token", "resolve_at", "root_of", "roots_of", "split", "supervoxel_at",
-    "supervoxels_of", "synapse_table", "synapses_of_root", "token_digest", "undo", "user_for_token",
+    "supervoxels_of", "synapse_columns", "synapse_signature", "synapse_table", "synapses_of_root", "token_digest", "undo", "user_for_token",
 ]
 
 

@@ -233,3 +233,18 @@ def neuron_table(store: Store, at: At = None, synapses: "pd.DataFrame | None" = 
     for field in NEURON_FIELDS:
         neurons[field] = [fields.get(root, {}).get(field, "") for root in neurons.index.tolist()]
     return neurons.reset_index().astype({"n_pre": np.int64, "n_post": np.int64})
+
+
+def synapse_columns(store: Store) -> dict[str, np.ndarray]:
+    """Every synapse of the dataset as column arrays (SYNAPSE_BLOCK_LAYOUT names: id, ctr, pre, post
+    z, y, x nm, pre_sv, post_sv, score, size), in id order: for indices built in memory."""
+    with read_session(store.engine) as session:
+        return _read_synapses(session, store)
+
+
+def synapse_signature(store: Store) -> tuple[int, int, int]:
+    """(blocks, synapses, largest first id): changes whenever the dataset's synapse set does (ids never repeat)."""
+    with read_session(store.engine) as session:
+        row = run_sql(session.connection(), "SELECT COUNT(*), COALESCE(SUM(count), 0), COALESCE(MAX(first_synapse_id), 0) "
+                      "FROM synapse_blocks WHERE dataset_id = ?", (store.dataset_id,))[0]
+    return int(row[0]), int(row[1]), int(row[2])

@@ -24,6 +24,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import neuroglancer
 import neuroglancer.server as ng_server
 import tornado.web
@@ -35,7 +36,8 @@ from server.data_files import DATA_ROUTE, LayerFileHandler
 from server.edit_queue import EditQueue
 from server.guard import DEFAULT_MAX_BODY_BYTES, MIB, GuardedHandler
 from server.neuron_graph import NeuronGraph, graph_routes, root_of_segment
-from server.viewers import EDITS_STATUS_KEY, MAX_SYNAPSES_SHOWN, POST_SYNAPSE_LAYER, PRE_SYNAPSE_LAYER, SYNAPSE_RADIUS_NM, UserViewer
+from server.synapse_source import SYNAPSE_ROUTE, SynapseAnnotationHandler, SynapseSource
+from server.viewers import EDITS_STATUS_KEY, POST_SYNAPSE_LAYER, PRE_SYNAPSE_LAYER, SYNAPSE_RADIUS_NM, UserViewer
 from volumes.errors import ForbiddenError, InputError, RefusedError, UnauthorizedError
 from volumes.workspace import Workspace
 
@@ -115,7 +117,6 @@ class ProofreadingServer:
         self._viewers_lock = threading.Lock()
         self._follow_lock = threading.Lock()
         self.edit_id = store.latest_edit_id(self.store)  # the latest edit the viewers were told about
-        self._synapse_layers: list | None = None
 
         if ng_server.is_server_running():
             raise RefusedError("a Neuroglancer server already runs in this process")
@@ -134,8 +135,13 @@ class ProofreadingServer:
         self.graph = NeuronGraph(self.store, self.executor, entity=self.layers.segmentation,
                                  datasource_url=self.layer_source(self.layers.segmentation))
         router = self._ng.app.wildcard_router
+        resolution_xyz, size_xyz, offset_xyz = self.image_geometry()
+        self.synapses = SynapseSource(self.store, SYNAPSE_RADIUS_NM, (np.multiply(offset_xyz, resolution_xyz),
+                                                                       np.multiply(np.add(offset_xyz, size_xyz), resolution_xyz)))
         router.add_rules(api_routes(self) + graph_routes(self.graph, self.auth, self) +
-                         [(DATA_ROUTE, LayerFileHandler, dict(layers_dir=self.workspace.layers_dir, authenticator=self.auth))])
+                         [(DATA_ROUTE, LayerFileHandler, dict(layers_dir=self.workspace.layers_dir, authenticator=self.auth)),
+                          (SYNAPSE_ROUTE, SynapseAnnotationHandler, dict(source=self.synapses, authenticator=self.auth,
+                                                                         executor=self.executor))])
         router.rules[0:0] = [router.process_rule(tornado.web.url(*rule)) for rule in _viewer_guard_rules(self)]
 
         self._stopping = threading.Event()
@@ -193,11 +199,13 @@ class ProofreadingServer:
         with self._viewers_lock:
             return list(self._viewers.values())
 
-    def synapse_annotations(self) -> list[tuple[str, str, list]]:
-        """(layer name, colour, ellipsoids) for pre- and post-synaptic sites; empty without synapses."""
-        if self._synapse_layers is None:
-            self._synapse_layers = _synapse_ellipsoids(store.synapse_table(self.store), self.image_geometry()[0])
-        return self._synapse_layers
+    def synapse_layers(self) -> list[tuple[str, str, str]]:
+        """(layer name, colour, source URL) for the synapses drawn at their pre- and postsynaptic points;
+        empty without synapses. Served from the store (server/synapse_source.py), nothing per synapse in the state."""
+        if not self.synapses.has_synapses():
+            return []
+        return [(PRE_SYNAPSE_LAYER, "#ff4040", f"precomputed://{self.url}/synapses/pre"),
+                (POST_SYNAPSE_LAYER, "#40a0ff", f"precomputed://{self.url}/synapses/post")]
 
     # ------------------------------------------------------------------ following the edits
 
@@ -350,26 +358,6 @@ def _latest_target(records: list, operation: str, caller: Caller):
         if original.user == caller.name:
             return original
     raise RefusedError(f"there is no edit for {caller.name} to {operation}")
-
-
-def _synapse_ellipsoids(table, resolution_xyz: list[float]) -> list[tuple[str, str, list]]:
-    """Ellipsoids in image voxel units (the viewer's own coordinates), so no unit conversion is left to the client."""
-    if table is None or len(table) == 0:
-        return []
-    rows = list(table.head(MAX_SYNAPSES_SHOWN).itertuples(index=False))
-    layers = []
-    for name, color, column in ((PRE_SYNAPSE_LAYER, "#ff4040", "pre_pt_position"), (POST_SYNAPSE_LAYER, "#40a0ff", "post_pt_position")):
-        ellipsoids = [
-            neuroglancer.EllipsoidAnnotation(
-                id=f"{name}-{row.id}",
-                center=[float(v) / r for v, r in zip(reversed(list(getattr(row, column))), resolution_xyz)],  # z, y, x nm -> x, y, z voxels
-                radii=[SYNAPSE_RADIUS_NM / r for r in resolution_xyz],
-                segments=[[int(row.pre_pt_supervoxel_id)], [int(row.post_pt_supervoxel_id)]],
-            )
-            for row in rows
-        ]
-        layers.append((name, color, ellipsoids))
-    return layers
 
 
 def _viewer_guard_rules(server: ProofreadingServer) -> list[tuple]:

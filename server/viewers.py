@@ -46,8 +46,7 @@ PRE_SYNAPSE_LAYER = "pre-synapses"
 POST_SYNAPSE_LAYER = "post-synapses"
 STATUS_KEY = "proofreading"  # this user's own actions and refusals
 EDITS_STATUS_KEY = "edits"  # the latest edit of the dataset, by anyone
-SYNAPSE_RADIUS_NM = 40.0
-MAX_SYNAPSES_SHOWN = 20000
+SYNAPSE_RADIUS_NM = 40.0  # the contact sphere drawn at each synaptic point
 VIEW_PIXELS = 400  # the image fills about this many pixels of a panel at first
 
 KEY_BINDINGS = {
@@ -117,15 +116,11 @@ class UserViewer:
             s.projection_scale = max(size_xyz) * 1.5
             s.layers[IMAGE_LAYER] = neuroglancer.ImageLayer(source=self.server.layer_source(layers.image))
             s.layers[SEGMENTATION_LAYER] = neuroglancer.SegmentationLayer(source=self.server.segmentation_source())
-            for name, color, positions in self.server.synapse_annotations():
-                s.layers[name] = neuroglancer.LocalAnnotationLayer(
-                    dimensions=dimensions,
-                    annotations=positions,
-                    annotation_color=color,
-                    annotation_relationships=["pre_segment", "post_segment"],
+            for name, color, source in self.server.synapse_layers():  # a selected neuron's synapses, drawn from the server
+                s.layers[name] = neuroglancer.AnnotationLayer(
+                    source=source, annotation_color=color,
                     linked_segmentation_layer={"pre_segment": SEGMENTATION_LAYER, "post_segment": SEGMENTATION_LAYER},
-                    filter_by_segmentation=["pre_segment", "post_segment"],
-                )
+                    filter_by_segmentation=["pre_segment", "post_segment"])
             s.selected_layer.layer = SEGMENTATION_LAYER
         with self.viewer.config_state.txn() as s:
             for key, action in KEY_BINDINGS.items():

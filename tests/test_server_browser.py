@@ -102,11 +102,14 @@ return !!(layer && layer.layer && layer.layer.dataSources.length && layer.layer.
 """
 
 
-def open_viewer(server, browser, token: str, caller):
-    """Log the browser in as caller with a one-panel layout; returns the user's viewer once its segmentation loads."""
+def open_viewer(server, browser, token: str, caller, prepare=None):
+    """Log the browser in as caller with a one-panel layout (and `prepare(state)`, if given); returns the user's
+    viewer once its segmentation loads."""
     user_viewer = server.viewer_for(caller)
     with user_viewer.viewer.txn() as state:
         state.layout = "xy"
+        if prepare is not None:
+            prepare(state)
     browser.get(f"{server.url}/login?token={token}")
     assert token not in browser.current_url and "/v/" in browser.current_url
     wait_for(lambda: browser.execute_script(SEGMENTATION_LOADED_JS), 60, f"{caller.name}'s segmentation source")
@@ -321,3 +324,52 @@ def test_two_reviewers_work_the_merge_queue_in_chromium(proofreading, chromium_d
     finally:
         for browser in browsers.values():
             browser.quit()
+
+
+def synapse_pixels(browser) -> int:
+    """Coloured pixels in the panel: with segment colours and the cross-hair off, the EM is grey and only the
+    synapse spheres (pre red, post blue, drawn translucent) have colour."""
+    panel, _ = rendered_panel(browser)
+    return int(np.sum(panel.max(axis=2) - panel.min(axis=2) > 40))
+
+
+def test_selected_neurons_synapses_are_drawn_in_chromium(proofreading, chromium_driver, tmp_path):
+    """Synapses come from the server's annotation source, not the state: with nothing selected, all of them (the
+    spatial index); with a neuron selected, only that neuron's (the related-segment index)."""
+    from db import store
+    from server.auth import Caller
+
+    server, tokens, supervoxels = proofreading
+    table = store.synapse_table(server.store)
+    synapse = table.iloc[0]
+    resolution_xyz = server.image_geometry()[0]
+    position = [float(v) / r for v, r in zip(reversed(list(synapse.pre_pt_position)), resolution_xyz)]
+    with_synapses = set(table.pre_pt_supervoxel_id) | set(table.post_pt_supervoxel_id)
+    other = next(sv for sv in supervoxels if sv not in with_synapses)
+
+    def at_the_synapse(state) -> None:
+        state.position = position
+        state.show_axis_lines = False  # the cross-hair is red, green and blue
+        state.layers["segmentation"].selected_alpha = 0  # segment colours off: only the synapse colours remain
+        state.layers["segmentation"].not_selected_alpha = 0
+        state.layers["segmentation"].segments = []
+
+    def select(segment: int) -> None:
+        with user_viewer.viewer.txn() as state:
+            state.layers["segmentation"].segments = [segment]
+
+    artifacts = Path(os.environ.get("CONNECTOME_TEST_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    browser = start_chromium(chromium_driver, tmp_path / "profile-synapses")
+    try:
+        user_viewer = open_viewer(server, browser, tokens["ben"], Caller("ben", "proofreader"), at_the_synapse)
+        wait_for(lambda: synapse_pixels(browser) > 50, 60, "the synapse drawn with nothing selected (spatial index)")
+        select(other)
+        wait_for(lambda: synapse_pixels(browser) < 10, 20, "the synapse hidden while a neuron without it is selected")
+        selected_at = time.monotonic()
+        select(int(synapse.pre_pt_supervoxel_id))
+        wait_for(lambda: synapse_pixels(browser) > 50, 20, "the selected neuron's synapse to be drawn")
+        print(f"selected neuron's synapse drawn {time.monotonic() - selected_at:.2f} s after selection (screenshots included)")
+        (artifacts / "selected-synapse.png").write_bytes(rendered_panel(browser)[1])
+    finally:
+        browser.quit()
