@@ -23,6 +23,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import neuroglancer
@@ -38,6 +39,7 @@ from server.guard import DEFAULT_MAX_BODY_BYTES, MIB, GuardedHandler
 from server.neuron_graph import NeuronGraph, graph_routes, root_of_segment
 from server.synapse_source import SYNAPSE_ROUTE, SynapseAnnotationHandler, SynapseSource
 from server.viewers import EDITS_STATUS_KEY, POST_SYNAPSE_LAYER, PRE_SYNAPSE_LAYER, SYNAPSE_RADIUS_NM, UserViewer
+from volumes.external_layers import ExternalLayer, external_layers
 from volumes.errors import ForbiddenError, InputError, RefusedError, UnauthorizedError
 from volumes.workspace import Workspace
 
@@ -105,6 +107,7 @@ class ProofreadingServer:
         self.workspace = workspace
         self.statuses = workspace.statuses  # the neuron status vocabulary, checked before anything runs
         self.layers = choose_layers(workspace, image_layer, segmentation_layer)
+        self._external = external_layers(workspace)
         self.store = store.open_store(workspace, create=False)
         self.executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="connectome-store")
         self._wake = threading.Event()  # set after an edit here, so the push does not wait for the next poll
@@ -139,7 +142,8 @@ class ProofreadingServer:
         self.synapses = SynapseSource(self.store, SYNAPSE_RADIUS_NM, (np.multiply(offset_xyz, resolution_xyz),
                                                                        np.multiply(np.add(offset_xyz, size_xyz), resolution_xyz)))
         router.add_rules(api_routes(self) + graph_routes(self.graph, self.auth, self) +
-                         [(DATA_ROUTE, LayerFileHandler, dict(layers_dir=self.workspace.layers_dir, authenticator=self.auth)),
+                         [(DATA_ROUTE, LayerFileHandler, dict(layers_dir=self.workspace.layers_dir, authenticator=self.auth,
+                                                              external_dirs=self._external_dirs())),
                           (SYNAPSE_ROUTE, SynapseAnnotationHandler, dict(source=self.synapses, authenticator=self.auth,
                                                                          executor=self.executor))])
         router.rules[0:0] = [router.process_rule(tornado.web.url(*rule)) for rule in _viewer_guard_rules(self)]
@@ -167,6 +171,13 @@ class ProofreadingServer:
 
     def layer_source(self, layer: str) -> str:
         return f"precomputed://{self.url}/data/{layer}"
+
+    def external_layers(self) -> list[ExternalLayer]:
+        """Layers registered with `connectome layers add`, as of the server's start."""
+        return list(self._external.values())
+
+    def _external_dirs(self) -> dict[str, Path]:
+        return {name: layer.local_dir for name, layer in self._external.items() if layer.local_dir is not None}
 
     def segmentation_source(self) -> str:
         """The neurons: the supervoxel segmentation with the store's agglomeration, over the graph protocol."""

@@ -116,6 +116,9 @@ class UserViewer:
             s.projection_scale = max(size_xyz) * 1.5
             s.layers[IMAGE_LAYER] = neuroglancer.ImageLayer(source=self.server.layer_source(layers.image))
             s.layers[SEGMENTATION_LAYER] = neuroglancer.SegmentationLayer(source=self.server.segmentation_source())
+            for external in self.server.external_layers():  # registered with `connectome layers add`
+                layer_type = neuroglancer.SegmentationLayer if external.kind == "segmentation" else neuroglancer.ImageLayer
+                s.layers[external.name] = layer_type(source=external.viewer_source(self.server.url))
             for name, color, source in self.server.synapse_layers():  # a selected neuron's synapses, drawn from the server
                 s.layers[name] = neuroglancer.AnnotationLayer(
                     source=source, annotation_color=color,

@@ -1,4 +1,4 @@
-"""CLI commands for volumes: import, layers, mesh (`connectome synth` is volumes/synth_commands.py, `init` db/commands.py)."""
+"""CLI commands for volumes: import, layers [add|remove], mesh (`connectome synth` is volumes/synth_commands.py, `init` db/commands.py)."""
 from __future__ import annotations
 
 import argparse
@@ -17,8 +17,22 @@ def register(subparsers: argparse._SubParsersAction, workspace: argparse.Argumen
     imp.add_argument("--overwrite", action="store_true", help="replace an existing layer of that name")
     imp.set_defaults(func=run_import)
 
-    info = subparsers.add_parser("layers", parents=[workspace], help="list a workspace's layers")
+    info = subparsers.add_parser("layers", parents=[workspace],
+                                 help="list a workspace's layers; add or remove external ones (shown without importing)")
     info.set_defaults(func=run_layers)
+    actions = info.add_subparsers(dest="layers_command", metavar="ACTION")
+    late_workspace = argparse.ArgumentParser(add_help=False)  # -w after the action too, without clobbering one before it
+    late_workspace.add_argument("--workspace", "-w", default=argparse.SUPPRESS, help="workspace directory")
+    add = actions.add_parser("add", parents=[late_workspace],
+                             help="register an external layer: precomputed://gs://..., s3://, https://, or a local "
+                                  "precomputed, zarr array or N5 dataset directory inside the data roots")
+    add.add_argument("name", help="layer name in the workspace")
+    add.add_argument("source", help="precomputed://gs://BUCKET/PATH, precomputed://https://..., file:///DIR, DIR, zarr://DIR, n5://DIR")
+    add.add_argument("--kind", choices=["image", "segmentation"], help="what the layer holds (default: from its info or data type)")
+    add.set_defaults(func=run_layers_add)
+    remove = actions.add_parser("remove", parents=[late_workspace], help="unregister an external layer (its data is untouched)")
+    remove.add_argument("name", help="external layer to unregister")
+    remove.set_defaults(func=run_layers_remove)
 
     mesh = subparsers.add_parser("mesh", parents=[workspace],
                                  help="mesh every supervoxel of a segmentation layer (Neuroglancer legacy meshes)")
@@ -44,11 +58,32 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_layers(args: argparse.Namespace) -> int:
+    from volumes.external_layers import external_layers
+
     workspace = Workspace(args.workspace)
     for name in workspace.layer_names():
         info = workspace.layer_info(name)
         size = "x".join(str(s) for s in reversed(info["scales"][0]["size"]))
         print(f"{name}\t{info['type']}\t{info['data_type']}\t{size}")
+    for layer in external_layers(workspace).values():
+        print(f"{layer.name}\t{layer.kind}\texternal {layer.format}\t{layer.source}")
+    return 0
+
+
+def run_layers_add(args: argparse.Namespace) -> int:
+    from volumes.external_layers import add_external_layer
+
+    layer = add_external_layer(Workspace(args.workspace), args.name, args.source, args.kind)
+    where = "read by the viewer directly" if layer.local_dir is None else f"served from {layer.local_dir}"
+    print(f"layer {layer.name}: external {layer.format} {layer.kind}, {where}")
+    return 0
+
+
+def run_layers_remove(args: argparse.Namespace) -> int:
+    from volumes.external_layers import remove_external_layer
+
+    remove_external_layer(Workspace(args.workspace), args.name)
+    print(f"layer {args.name}: unregistered")
     return 0
 
 

@@ -1,6 +1,6 @@
 """A workspace: one project directory holding its config, its precomputed layers and its store.
 
-    W/connectome.toml      settings (database URL, server address, data roots)
+    W/connectome.toml      settings (database URL, server address, data roots, external layers)
     W/layers/<name>/       one Neuroglancer precomputed layer each (info, scales, mesh, ...)
     W/connectome.db        the SQLite store unless connectome.toml names another database
 """
@@ -116,6 +116,11 @@ class Workspace:
     def set_config(self, section: str, key: str, value: Any) -> None:
         """Change one setting and write connectome.toml back."""
         self.config.setdefault(section, {})[key] = value
+        write_text_atomically(self.root / CONFIG_NAME, tomli_w.dumps(self.config))
+
+    def remove_config(self, section: str, key: str) -> None:
+        """Drop one setting and write connectome.toml back."""
+        self.config.get(section, {}).pop(key, None)
         write_text_atomically(self.root / CONFIG_NAME, tomli_w.dumps(self.config))
 
 
