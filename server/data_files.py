@@ -52,6 +52,7 @@ class LayerFileHandler(GuardedHandler):
     def set_default_headers(self) -> None:
         self.set_header("Access-Control-Allow-Origin", "*")
         self.set_header("Access-Control-Allow-Headers", "range, authorization")
+        self.set_header("Access-Control-Expose-Headers", "content-range, content-length, accept-ranges")
 
     def options(self, layer: str, path: str) -> None:
         self.set_status(204)
@@ -69,4 +70,44 @@ class LayerFileHandler(GuardedHandler):
             content_type = "application/json" if file_path.name == "info" else (mimetypes.guess_type(file_path.name)[0] or "application/octet-stream")
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-cache")
-        self.finish(file_path.read_bytes())
+        size = file_path.stat().st_size
+        start, stop = 0, size
+        wanted = self.request.headers.get("Range")
+        if wanted is not None and not gzipped:  # sharded meshes and annotations are read by byte range
+            span = parse_byte_range(wanted, size)
+            if span is None:
+                self.set_header("Content-Range", f"bytes */{size}")
+                raise tornado.web.HTTPError(416)
+            start, stop = span
+            self.set_status(206)
+            self.set_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
+        self.set_header("Accept-Ranges", "bytes")
+        with open(file_path, "rb") as f:
+            f.seek(start)
+            remaining = stop - start
+            while remaining > 0:  # a large shard file is sent piece by piece, never read whole
+                piece = f.read(min(remaining, READ_PIECE_BYTES))
+                if not piece:
+                    break
+                remaining -= len(piece)
+                self.write(piece)
+                await self.flush()
+        self.finish()
+
+
+READ_PIECE_BYTES = 1 << 20
+_BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """[start, stop) of one HTTP byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`) within `size`, or None."""
+    match = _BYTE_RANGE.match(header.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.group(1), match.group(2)
+    if first == "":
+        start, stop = max(0, size - int(last)), size
+    else:
+        start = int(first)
+        stop = size if last == "" else min(size, int(last) + 1)
+    return (start, stop) if start < stop else None

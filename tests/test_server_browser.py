@@ -373,3 +373,99 @@ def test_selected_neurons_synapses_are_drawn_in_chromium(proofreading, chromium_
         (artifacts / "selected-synapse.png").write_bytes(rendered_panel(browser)[1])
     finally:
         browser.quit()
+
+
+def coloured_pixels(browser) -> int:
+    """Pixels in the middle of the 3D panel that are a segment's colour (with the slices hidden, only meshes are)."""
+    panel, _ = rendered_panel(browser)
+    return int(np.sum(panel.max(axis=2) - panel.min(axis=2) > 40))
+
+
+def test_meshes_are_drawn_at_the_detail_the_view_needs_and_follow_a_merge(proofreading, chromium_driver, tmp_path,
+                                                                          monkeypatch):
+    """The multi-resolution meshes in Chromium: far away the viewer fetches a coarse level of a supervoxel's octree,
+    close up its finest nodes, with more triangles; after a merge the other supervoxel's mesh is fetched at once.
+
+    What the viewer fetched is seen from the server's side (each range of the shard file is one octree node)."""
+    from server.auth import Caller
+    from server.data_files import LayerFileHandler
+    import DracoPy
+
+    from test_server_meshing import mesh_nodes
+
+    server, tokens, supervoxels = proofreading
+    layer_path = server.workspace.layer_path("segmentation")
+    shown, other = supervoxels[0], supervoxels[1]
+    _, shard_name, nodes = mesh_nodes(layer_path, shown)
+    _, other_shard, other_nodes = mesh_nodes(layer_path, other)
+    node_at = {start: (lod, len(DracoPy.decode(data).faces)) for lod, _, start, data in nodes if data}
+    other_starts = {start for _, _, start, data in other_nodes if data}
+    fetched: list[tuple[float, str, int]] = []  # (time, file, first byte)
+    real_get = LayerFileHandler.get
+
+    async def recording_get(self, layer: str, path: str) -> None:
+        wanted = self.request.headers.get("Range")
+        if wanted and path.startswith("mesh/"):
+            fetched.append((time.monotonic(), path[len("mesh/"):], int(wanted.split("=")[1].split("-")[0])))
+        await real_get(self, layer, path)
+
+    monkeypatch.setattr(LayerFileHandler, "get", recording_get)
+    manifest = mesh_nodes(layer_path, shown)[0]
+    finest = np.asarray([node for lod, node, _, data in nodes if lod == 0 and data], dtype=float)
+    centre_nm = np.asarray(manifest.grid_origin) + (finest.mean(axis=0) + 0.5) * np.asarray(manifest.chunk_shape)
+    centre_voxels = [float(c) for c in centre_nm / np.asarray(server.image_geometry()[0])]
+
+    def far_away(state) -> None:
+        state.layout = "3d"
+        state.position = centre_voxels
+        state.show_axis_lines = False
+        state.show_slices = False  # only the meshes are drawn in the 3D panel
+        state.layers["segmentation"].segments = [shown]
+        state.projection_scale = 3_000  # voxels (10 nm) across the panel: the supervoxel is a few pixels wide
+
+    def settled(since: int) -> bool:
+        return len(fetched) > since and time.monotonic() - fetched[-1][0] > 2.0
+
+    def drawn(since: int) -> list[tuple[int, int]]:
+        return [node_at[start] for _, name, start in fetched[since:] if name == shard_name and start in node_at]
+
+    artifacts = Path(os.environ.get("CONNECTOME_TEST_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    browser = start_chromium(chromium_driver, tmp_path / "profile-meshes")
+    caller = Caller("ben", "proofreader")
+    try:
+        user_viewer = open_viewer(server, browser, tokens["ben"], caller, far_away)
+        wait_for(lambda: settled(0), 60, "the far view's mesh nodes")
+        far = drawn(0)
+        (artifacts / "mesh-far.png").write_bytes(browser.get_screenshot_as_png())
+        far_pixels = coloured_pixels(browser)
+        with user_viewer.viewer.txn() as state:
+            state.projection_scale = 100  # close up: the supervoxel fills the panel
+        mark = len(fetched)
+        wait_for(lambda: settled(mark), 60, "the close view's mesh nodes")
+        close = drawn(mark)
+        (artifacts / "mesh-close.png").write_bytes(browser.get_screenshot_as_png())
+        close_pixels = coloured_pixels(browser)
+
+        assert far and min(lod for lod, _ in far) > 0, f"far away the viewer fetched lod 0: {far}"
+        assert close and 0 in {lod for lod, _ in close}, f"close up no finest node was fetched: {close}"
+        far_triangles = sum(t for _, t in far)
+        close_triangles = sum(t for lod, t in close if lod == 0)
+        assert close_triangles > far_triangles, (close_triangles, far_triangles)
+        assert close_pixels > far_pixels > 0
+        print(f"far: {len(far)} nodes, {far_triangles} triangles, {far_pixels} px; "
+              f"close: {len(close)} nodes, {close_triangles} finest triangles, {close_pixels} px")
+
+        mark = len(fetched)
+        result = server.edit_merge(caller, shown, other).result()
+        merged_at = time.monotonic()
+        try:
+            wait_for(lambda: any(name == other_shard and start in other_starts for _, name, start in fetched[mark:]),
+                     20, "the merged supervoxel's mesh to be fetched")
+            first = min(t for t, name, start in fetched[mark:] if name == other_shard and start in other_starts)
+            print(f"merged neuron's new piece fetched {first - merged_at:.2f} s after the merge (edit {result.edit_id})")
+            assert first - merged_at < 5.0
+        finally:
+            server.edit_undo_or_redo(caller, "undo").result()
+    finally:
+        browser.quit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from volumes.errors import InputError
 from volumes.geometry import parse_zyx
 from volumes.workspace import Workspace
 
@@ -35,8 +36,13 @@ def register(subparsers: argparse._SubParsersAction, workspace: argparse.Argumen
     remove.set_defaults(func=run_layers_remove)
 
     mesh = subparsers.add_parser("mesh", parents=[workspace],
-                                 help="mesh every supervoxel of a segmentation layer (Neuroglancer legacy meshes)")
+                                 help="mesh every supervoxel of a segmentation layer for Neuroglancer (multi-resolution, sharded)")
     mesh.add_argument("--segmentation", default="segmentation", help="segmentation layer name (default: segmentation)")
+    mesh.add_argument("--format", choices=["multires", "legacy"], default="multires",
+                      help="multires: Neuroglancer's multi-resolution sharded meshes, a few files however large the "
+                           "volume (default); legacy: one manifest per supervoxel and one file per supervoxel per chunk")
+    mesh.add_argument("--chunk-shape", default="256,256,256", metavar="Z,Y,X",
+                      help="voxels meshed at a time; memory follows it (default: 256,256,256)")
     mesh.add_argument("--overwrite", action="store_true", help="re-mesh even if meshes exist")
     mesh.add_argument("--no-progress", action="store_true", help="no progress bar")
     mesh.set_defaults(func=run_mesh)
@@ -91,6 +97,10 @@ def run_mesh(args: argparse.Namespace) -> int:
     from volumes.meshing import mesh_segmentation
 
     workspace = Workspace(args.workspace)
-    count = mesh_segmentation(workspace, args.segmentation, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"meshes of {count} supervoxels in layer '{args.segmentation}'")
+    chunk_shape = parse_zyx(args.chunk_shape, "--chunk-shape")
+    if min(chunk_shape) < 1:
+        raise InputError(f"--chunk-shape must be positive, got {args.chunk_shape!r}")
+    count = mesh_segmentation(workspace, args.segmentation, chunk_shape=chunk_shape, mesh_format=args.format,
+                              overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"{args.format} meshes of {count} supervoxels in layer '{args.segmentation}'")
     return 0
