@@ -76,6 +76,9 @@ def _register_graph(subparsers, workspace: argparse.ArgumentParser) -> None:
     build = actions.add_parser("build", parents=[workspace], help="load supervoxels and their contacts from a segmentation layer")
     build.add_argument("--segmentation", required=True, help="segmentation layer whose labels are the supervoxels")
     build.add_argument("--boundary", help="optional layer scoring boundaries (higher = membrane), e.g. FFN 1-probability")
+    build.add_argument("--agglomeration", metavar="LAYER",
+                       help="optional segmentation layer whose segments are the starting neurons (each supervoxel "
+                            "joins the segment covering most of it), e.g. an FFN segmentation over an oversegmentation")
     build.set_defaults(func=_graph_build)
 
 
@@ -83,8 +86,9 @@ def _graph_build(args: argparse.Namespace) -> int:
     from db.workspace_graph import build_workspace_graph
     from volumes.workspace import Workspace
 
-    counts = build_workspace_graph(Workspace(args.workspace), args.segmentation, args.boundary)
-    print(f"{counts['supervoxels']} supervoxels, {counts['adjacencies']} adjacencies")
+    counts = build_workspace_graph(Workspace(args.workspace), args.segmentation, args.boundary, args.agglomeration)
+    print(f"{counts['supervoxels']} supervoxels, {counts['adjacencies']} adjacencies"
+          + (f", {counts['neurons']} neurons" if args.agglomeration else ""))
     return 0
 
 

@@ -218,12 +218,15 @@ def add_roots(connection: Connection, dataset_id: int, edit_id: int, neurons: Se
                   ((n.root, dataset_id, edit_id, n.component, n.size) for n in neurons))
 
 
-def start_components(connection: Connection, dataset_id: int, supervoxels: Sequence[int], roots: Sequence[int]) -> None:
-    """The state of a freshly built graph (edit 0): every supervoxel its own component and root."""
-    constant = [dataset_id] * len(supervoxels)
+def start_components(connection: Connection, dataset_id: int, supervoxels: Sequence[int], components: Sequence[int]) -> None:
+    """The state of a freshly built graph (edit 0): each supervoxel in the component given for it (its own, or its
+    initial neuron's), each component named after its first root id."""
+    names, sizes = np.unique(np.asarray(components, dtype=np.int64), return_counts=True)
+    names, sizes = names.tolist(), sizes.tolist()
+    constant = [dataset_id] * len(names)
     insert_tuples(connection, "roots", ("id", "dataset_id", "created_edit", "component_id", "size_supervoxels"),
-                  zip(roots, constant, [0] * len(roots), roots, [1] * len(roots)))
+                  zip(names, constant, [0] * len(names), names, sizes))
     insert_tuples(connection, "components", ("id", "dataset_id", "root_id", "size_supervoxels"),
-                  zip(roots, constant, roots, [1] * len(roots)))
+                  zip(names, constant, names, sizes))
     insert_tuples(connection, "component_members", ("dataset_id", "sv_id", "started_edit", "component_id"),
-                  zip(constant, supervoxels, [0] * len(roots), roots))
+                  zip([dataset_id] * len(supervoxels), supervoxels, [0] * len(supervoxels), components))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import select
@@ -9,42 +9,68 @@ from db.components import start_components
 from db.connection import read_session, run_sql, take_ids, write_session
 from db.graph import region_graph
 from db.handle import Store
+from db.mincut import component_labels, edge_capacities
 from db.models import Layer, Supervoxel
 from db.sql import insert_tuples
 from volumes.errors import InputError, NotFoundError, RefusedError
 
 
 def build_graph(store: Store, labels_zyx: np.ndarray, resolution_nm: Sequence[float], image: np.ndarray | None = None,
-                offset_nm: Sequence[float] = (0.0, 0.0, 0.0)) -> dict[str, int]:
+                offset_nm: Sequence[float] = (0.0, 0.0, 0.0), agglomeration: Mapping[int, int] | None = None) -> dict[str, int]:
     """Load supervoxels (size, bbox, centroid) and their adjacency graph from a label volume.
 
     `image`, when given, is a boundary map of the same shape (higher = more boundary-like,
     e.g. 1 - FFN probability, any numeric range; it is rescaled to [0, 1]). Refuses a dataset
-    that already has supervoxels. Each supervoxel starts as its own neuron (as of edit 0).
-    Returns counts: {"supervoxels": n, "adjacencies": m}.
+    that already has supervoxels. Each supervoxel starts as its own neuron (as of edit 0), or,
+    with `agglomeration` (supervoxel id -> group id, e.g. an agglomeration made elsewhere), in
+    its group's neuron: every touching pair inside a group is linked, and a group whose
+    supervoxels do not all touch becomes one neuron per connected piece (a neuron is connected).
+    Returns counts: {"supervoxels": n, "adjacencies": m, "neurons": k}.
     """
     graph = region_graph(labels_zyx, resolution_nm, image, offset_nm)
     dataset_id = store.dataset_id
+    ids = graph.ids
+    piece = _initial_pieces(ids, graph.sv_a, graph.sv_b, agglomeration)
+    linked = piece[np.searchsorted(ids, graph.sv_a)] == piece[np.searchsorted(ids, graph.sv_b)]
     with write_session(store.engine, dataset_id) as session:
         if session.scalar(select(Supervoxel.id).where(Supervoxel.dataset_id == dataset_id).limit(1)) is not None:
             raise RefusedError(f"dataset {store.dataset!r} already has a supervoxel graph")
-        ids = graph.ids.tolist()
-        roots = take_ids(session, "root_id", len(ids))
+        roots = np.asarray(take_ids(session, "root_id", int(piece.max()) + 1 if len(ids) else 0), dtype=np.int64)
+        component = roots[piece].tolist() if len(ids) else []
         connection = session.connection()
         constant = [dataset_id] * len(ids)
-        start_components(connection, dataset_id, ids, roots)
+        start_components(connection, dataset_id, ids.tolist(), component)
         box = np.hstack([graph.bbox_start, graph.bbox_stop]).T.tolist()
         centroid = graph.centroid_nm.T.tolist()
         insert_tuples(connection, "supervoxels",
                        ["dataset_id", "id", "size_voxels", "component_id", "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1",
                         "bbox_y1", "bbox_x1", "centroid_z_nm", "centroid_y_nm", "centroid_x_nm"],
-                       zip(constant, ids, graph.size_voxels.tolist(), roots, *box, *centroid))
+                       zip(constant, ids.tolist(), graph.size_voxels.tolist(), component, *box, *centroid))
         count = len(graph.sv_a)
         scores = graph.boundary_score.tolist() if graph.boundary_score is not None else [None] * count
         insert_tuples(connection, "adjacencies", ["dataset_id", "sv_a", "sv_b", "contact_area_nm2", "boundary_score"],
                        zip([dataset_id] * count, graph.sv_a.tolist(), graph.sv_b.tolist(),
                            graph.contact_area_nm2.tolist(), scores))
-    return {"supervoxels": len(ids), "adjacencies": len(graph.sv_a)}
+        if linked.any():
+            score = graph.boundary_score[linked] if graph.boundary_score is not None else np.zeros(int(linked.sum()))
+            capacity = edge_capacities(graph.contact_area_nm2[linked].astype(np.float64), score.astype(np.float64))
+            links = int(linked.sum())
+            insert_tuples(connection, "agglomeration_edges",
+                           ["dataset_id", "sv_a", "sv_b", "added_edit", "capacity_nm2"],
+                           zip([dataset_id] * links, graph.sv_a[linked].tolist(), graph.sv_b[linked].tolist(),
+                               [0] * links, capacity.tolist()))
+    return {"supervoxels": len(ids), "adjacencies": len(graph.sv_a), "neurons": int(piece.max()) + 1 if len(ids) else 0}
+
+
+def _initial_pieces(ids: np.ndarray, sv_a: np.ndarray, sv_b: np.ndarray,
+                    agglomeration: Mapping[int, int] | None) -> np.ndarray:
+    """The neuron (0..k-1) of each supervoxel at edit 0: its own, or its group's connected piece."""
+    if agglomeration is None:
+        return np.arange(len(ids))
+    group = np.asarray([agglomeration.get(int(i), -1 - n) for n, i in enumerate(ids.tolist())], dtype=np.int64)
+    a, b = np.searchsorted(ids, sv_a), np.searchsorted(ids, sv_b)
+    same = group[a] == group[b]
+    return component_labels(len(ids), a[same], b[same])
 
 
 def add_layer(store: Store, name: str, url: str, layer_type: str, resolution_nm: Sequence[float]) -> None:

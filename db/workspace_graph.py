@@ -4,28 +4,54 @@
 """
 from __future__ import annotations
 
+import numpy as np
+
 from db import store
 from volumes.errors import InputError
 from volumes.workspace import Workspace
 
 
-def build_workspace_graph(workspace: Workspace, segmentation_layer: str, boundary_layer: str | None = None) -> dict[str, int]:
-    """Load the layer's supervoxels and their contacts (scored by `boundary_layer` when given); returns the counts."""
+def build_workspace_graph(workspace: Workspace, segmentation_layer: str, boundary_layer: str | None = None,
+                          agglomeration_layer: str | None = None) -> dict[str, int]:
+    """Load the layer's supervoxels and their contacts (scored by `boundary_layer` when given), starting as the
+    neurons of `agglomeration_layer` when given; returns the counts."""
     from volumes.io import open_volume
 
     workspace.require_layer(segmentation_layer)
     segmentation = open_volume(workspace.layer_url(segmentation_layer))
-    boundary = None
-    if boundary_layer:
-        workspace.require_layer(boundary_layer)
-        boundary_volume = open_volume(workspace.layer_url(boundary_layer))
-        if boundary_volume.shape != segmentation.shape:
-            raise InputError(f"layer {boundary_layer!r} has shape {boundary_volume.shape}, "
-                             f"the segmentation {segmentation.shape}")
-        boundary = boundary_volume.read()
+    labels = segmentation.read()
+    boundary = _same_shape_layer(workspace, boundary_layer, segmentation.shape)
+    agglomeration = _same_shape_layer(workspace, agglomeration_layer, segmentation.shape)
+    groups = majority_groups(labels, agglomeration) if agglomeration is not None else None
+    del agglomeration
     with store.open_store(workspace) as opened:
-        counts = store.build_graph(opened, segmentation.read(), segmentation.resolution_nm, boundary,
-                                   segmentation.offset_nm)
+        counts = store.build_graph(opened, labels, segmentation.resolution_nm, boundary, segmentation.offset_nm,
+                                   agglomeration=groups)
         store.add_layer(opened, segmentation_layer, workspace.layer_url(segmentation_layer), "segmentation",
                         segmentation.resolution_nm)
     return counts
+
+
+def _same_shape_layer(workspace: Workspace, name: str | None, shape) -> np.ndarray | None:
+    from volumes.io import open_volume
+
+    if not name:
+        return None
+    workspace.require_layer(name)
+    volume = open_volume(workspace.layer_url(name))
+    if volume.shape != shape:
+        raise InputError(f"layer {name!r} has shape {volume.shape}, the segmentation {shape}")
+    return volume.read()
+
+
+def majority_groups(supervoxels: np.ndarray, agglomeration: np.ndarray) -> dict[int, int]:
+    """Each supervoxel's agglomeration segment: the nonzero label covering most of its voxels (ties: the lower)."""
+    sv = np.asarray(supervoxels).ravel().astype(np.uint64)
+    segment = np.asarray(agglomeration).ravel().astype(np.uint64)
+    both = (sv != 0) & (segment != 0)
+    pairs, counts = np.unique(np.stack([sv[both], segment[both]], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # by supervoxel, then most voxels, then lower label
+    pairs = pairs[order]
+    first = np.ones(len(pairs), dtype=bool)
+    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
+    return dict(zip(pairs[first, 0].tolist(), pairs[first, 1].tolist()))

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cli.main import main
@@ -126,3 +127,26 @@ def test_installed_entry_point_exit_status(ws):
     again = subprocess.run(command + ["graph", "build", "-w", ws, "--segmentation", "seg"], cwd=REPO_ROOT,
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and again.stderr.strip() == "connectome: error: dataset 'default' already has a supervoxel graph"
+
+
+def test_graph_build_starts_from_an_agglomeration_layer(ws, capsys):
+    """Each supervoxel joins the agglomeration segment covering most of it: the z=0 half is one segment (with a
+    stray voxel of the other in supervoxel 1), the z=1 half split by y; label 0 leaves a supervoxel alone."""
+    from db import store
+    from volumes.workspace import Workspace
+
+    supervoxels = grid_labels((2, 2, 2))  # ids 1..8, z-major, 2x2x2 voxels each
+    agglomeration = np.where(supervoxels <= 4, 10, 20).astype(np.uint32)
+    agglomeration[0, 0, 0] = 20  # one voxel of supervoxel 1 in segment 20: the majority keeps it in 10
+    agglomeration[2:, 2:, :] = 30  # supervoxels 7, 8 (z=1, y=1) are segment 30
+    agglomeration[2:, :2, 2:] = 0  # supervoxel 6 is unlabelled: a neuron of its own
+    write_layer(Workspace(ws).layer_path("agg"), agglomeration, (40, 8, 8), layer_type="segmentation", progress=False)
+    assert run(capsys, "graph", "build", "-w", ws, "--segmentation", "seg", "--agglomeration", "agg")[1] == \
+        "8 supervoxels, 12 adjacencies, 4 neurons\n"
+    with store.open_store(Workspace(ws)) as opened:
+        roots = store.roots_of(opened, range(1, 9))
+    assert len({roots[sv] for sv in (1, 2, 3, 4)}) == 1 and roots[7] == roots[8]
+    assert len({roots[1], roots[5], roots[6], roots[7]}) == 4
+    code, _, err = run(capsys, "graph", "build", "-w", ws, "--segmentation", "seg", "--agglomeration", "missing")
+    assert code == 2 and "no layer 'missing'" in err
+

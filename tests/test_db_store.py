@@ -438,3 +438,32 @@ def test_small_graph_components_agree_with_scipy(monkeypatch):
         assert fast == mincut.components(nodes, pairs), size
         monkeypatch.setattr(mincut, "SMALL_GRAPH_EDGES", 256)
         assert sorted(v for group in fast for v in group) == sorted(nodes)
+
+
+def test_graph_built_with_an_agglomeration_starts_with_its_neurons(store):
+    """An agglomeration made elsewhere (supervoxel -> group) becomes the neurons of edit 0: one root per connected
+    group (a group whose supervoxels do not touch is one neuron per piece), linked wherever its supervoxels touch,
+    so it splits, undoes and time-travels like neurons built by merges."""
+    from store_testing import check_partition
+
+    labels = chain_labels()  # 1-2-3-4-5-6 in a row, 7 alone
+    counts = S.build_graph(store, labels, (40.0, 8.0, 8.0), agglomeration={1: 10, 2: 10, 3: 10, 5: 20, 6: 20, 7: 20})
+    assert counts["neurons"] == 4  # {1, 2, 3}, {4}, {5, 6}, {7} (7 does not touch 5 or 6)
+    roots = S.roots_of(store, range(1, 8))
+    assert roots[1] == roots[2] == roots[3] and roots[5] == roots[6]
+    assert len({roots[1], roots[4], roots[5], roots[7]}) == 4
+    assert S.roots_of(store, range(1, 8), at=0) == roots
+    check_partition(store)
+
+    S.add_user(store, "ana", "proofreader")
+    cut = S.split(store, [1], [3], user="ana")
+    assert len(cut.resulting_roots) == 2 and S.root_of(store, 1) != S.root_of(store, 3)
+    merged = S.merge(store, 3, 4, user="ana")
+    assert S.root_of(store, 4) == S.root_of(store, 3)
+    check_partition(store)
+    S.undo(store, merged.edit_id, user="ana")
+    S.undo(store, cut.edit_id, user="ana")
+    assert S.roots_of(store, range(1, 8)) != roots  # new versions, never the old ids again
+    assert {frozenset(g) for g in S.equivalence_groups(store)} == {frozenset({1, 2, 3}), frozenset({5, 6})}
+    assert S.roots_of(store, range(1, 8), at=0) == roots
+    check_partition(store)
