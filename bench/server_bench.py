@@ -69,6 +69,18 @@ def build_workspace(root: Path, fib25_h5: Path):
     return workspace, [int(i) for i in np.unique(labels) if i]
 
 
+def build_workspace_with_users(root: Path, fib25_h5: Path, users: int, prefix: str):
+    """build_workspace plus `users` proofreaders; returns (workspace, supervoxels, their tokens, adjacent pairs)."""
+    from db import store
+
+    workspace, supervoxels = build_workspace(root, fib25_h5)
+    with store.open_store(workspace) as proofreading_store:
+        tokens = [store.add_user(proofreading_store, f"{prefix}{i}", "proofreader") for i in range(users)]
+        with proofreading_store.engine.connect() as connection:
+            pairs = [tuple(map(int, row)) for row in connection.exec_driver_sql("SELECT sv_a, sv_b FROM adjacencies")]
+    return workspace, supervoxels, tokens, pairs
+
+
 def run_concurrently(clients: int, work) -> tuple[list[float], float]:
     """Run work(client_index) -> list of latencies on `clients` threads; returns all latencies and wall time."""
     started = time.perf_counter()

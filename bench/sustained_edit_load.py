@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("--no-viewers", action="store_true", help="do not open the users' viewers")
     args = parser.parse_args()
 
-    from server_bench import build_workspace, fib25_h5_path, in_client_process
+    from server_bench import build_workspace_with_users, fib25_h5_path, in_client_process
 
     from db import store
     from server.app import ProofreadingServer
@@ -93,11 +93,7 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="sustained-load-") as directory:
         print("building a FIB-25 workspace ...", flush=True)
-        workspace, supervoxels = build_workspace(Path(directory) / "ws", fib25_h5)
-        with store.open_store(workspace) as proofreading_store:
-            tokens = [store.add_user(proofreading_store, f"load{i}", "proofreader") for i in range(args.clients)]
-            with proofreading_store.engine.connect() as connection:
-                pairs = [tuple(map(int, row)) for row in connection.exec_driver_sql("SELECT sv_a, sv_b FROM adjacencies")]
+        workspace, supervoxels, tokens, pairs = build_workspace_with_users(Path(directory) / "ws", fib25_h5, args.clients, "load")
         server = ProofreadingServer(workspace, port=0)
         try:
             if not args.no_viewers:

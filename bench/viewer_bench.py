@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--synapses", type=int, default=2_000_000)
     args = parser.parse_args()
 
-    from server_bench import build_workspace, fib25_h5_path
+    from server_bench import build_workspace_with_users, fib25_h5_path
     from test_server_api import GraphWatcher, graph_session
 
     from db import store
@@ -82,11 +82,7 @@ def main() -> int:
     rng = random.Random(0)
     with tempfile.TemporaryDirectory(prefix="viewer-bench-") as directory:
         print("building a FIB-25 workspace ...", flush=True)
-        workspace, supervoxels = build_workspace(Path(directory) / "ws", fib25_h5)
-        with store.open_store(workspace) as proofreading_store:
-            tokens = [store.add_user(proofreading_store, f"viewer{i}", "proofreader") for i in range(args.viewers)]
-            with proofreading_store.engine.connect() as connection:
-                pairs = [tuple(map(int, row)) for row in connection.exec_driver_sql("SELECT sv_a, sv_b FROM adjacencies")]
+        workspace, supervoxels, tokens, pairs = build_workspace_with_users(Path(directory) / "ws", fib25_h5, args.viewers, "viewer")
         neighbours: dict[int, list[int]] = {}
         for a, b in pairs:
             neighbours.setdefault(a, []).append(b)

@@ -247,13 +247,17 @@ class UserViewer:
                              for side, supervoxel, position in points])
 
     def _on_clear_split(self, action_state) -> None:
+        self._clear_marks()
+        self.set_status(f"{self.caller.name}: split marks cleared")
+
+    def _clear_marks(self) -> None:
+        """Forget this viewer's split marks and preview, and stop drawing them."""
         with self._lock:
             self.split_sources.clear()
             self.split_sinks.clear()
             self._mark_points.clear()
         self._end_preview()
         self._draw_marks()
-        self.set_status(f"{self.caller.name}: split marks cleared")
 
     def _split(self, preview: bool) -> str:
         with self._lock:
@@ -264,12 +268,7 @@ class UserViewer:
         if preview:
             self._show_preview(result.affected_roots[0], result.groups)
             return f"split preview: {len(result.removed_edges)} edges would be cut into {len(result.groups)} pieces; k splits, c cancels"
-        with self._lock:
-            self.split_sources.clear()
-            self.split_sinks.clear()
-            self._mark_points.clear()
-        self._end_preview()
-        self._draw_marks()
+        self._clear_marks()
         self.follow_edits({root: result.resulting_roots for root in result.affected_roots}, self.shown_edit_id)
         return f"split neuron {result.affected_roots[0]} into neurons {', '.join(map(str, result.resulting_roots))} (edit {result.edit_id})"
 
