@@ -176,15 +176,15 @@ def _mesh_chunk(volume, chunk: Block, mesher, resolution_nm, offset_nm, simplifi
 
 
 def _pieces(arrays) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(supervoxel, vertices nm, faces) of each piece in one chunk's (or spill record's) arrays."""
-    vertex_ends = np.cumsum(arrays["vertex_counts"])
-    face_ends = np.cumsum(arrays["face_counts"])
-    out = []
-    for index, segment_id in enumerate(arrays["ids"]):
-        v0 = vertex_ends[index - 1] if index else 0
-        f0 = face_ends[index - 1] if index else 0
-        out.append((int(segment_id), arrays["vertices"][v0:vertex_ends[index]], arrays["faces"][f0:face_ends[index]]))
-    return out
+    """(supervoxel, vertices nm, faces) of each piece in one chunk's arrays.
+
+    Each array is read from the .npz once: every `arrays[name]` decompresses a fresh copy, and a
+    slice of it would keep that whole copy alive.
+    """
+    ids, vertices, faces = arrays["ids"], arrays["vertices"], arrays["faces"]
+    vertex_ends, face_ends = np.cumsum(arrays["vertex_counts"]), np.cumsum(arrays["face_counts"])
+    return [(int(segment_id), piece_vertices, piece_faces) for segment_id, piece_vertices, piece_faces
+            in zip(ids, np.split(vertices, vertex_ends[:-1]), np.split(faces, face_ends[:-1]))]
 
 
 def _write_legacy(chunks_dir: Path, mesh_dir: Path) -> int:

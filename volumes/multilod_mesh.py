@@ -107,9 +107,10 @@ def _octree_nodes(mesh: zmesh.Mesh, lod: int, origin_nm: np.ndarray, cell_nm: np
             continue
         node = cell if lod == 0 else tuple(c >> 1 for c in cell)
         pieces.setdefault(tuple(int(c) for c in node), []).append(piece)
-    return {node: _encode_node(zmesh.Mesh.concatenate(*parts) if len(parts) > 1 else parts[0],
-                               origin_nm + np.asarray(node) * node_nm, node_nm, lod > 0)
-            for node, parts in pieces.items()}
+    encoded = {node: _encode_node(zmesh.Mesh.concatenate(*parts) if len(parts) > 1 else parts[0],
+                                  origin_nm + np.asarray(node) * node_nm, node_nm, lod > 0)
+               for node, parts in pieces.items()}
+    return {node: data for node, data in encoded.items() if data}
 
 
 def _encode_node(mesh: zmesh.Mesh, node_origin_nm: np.ndarray, node_nm: np.ndarray, partitioned: bool) -> bytes:
@@ -118,8 +119,14 @@ def _encode_node(mesh: zmesh.Mesh, node_origin_nm: np.ndarray, node_nm: np.ndarr
     quantized = np.clip(np.floor(relative * _QUANT_MAX + 0.5), 0, _QUANT_MAX)
     if partitioned:  # a vertex on the children's border must land exactly on the viewer's split value
         quantized[np.abs(relative - 0.5) < 1e-6] = _PARTITION_POINT
+    faces = mesh.faces.astype(np.uint32)
+    corners = quantized[faces]  # slivers cut off at a node's border can collapse to a line or a point
+    kept = faces[np.any(corners[:, 0] != corners[:, 1], axis=1) & np.any(corners[:, 1] != corners[:, 2], axis=1)
+                 & np.any(corners[:, 0] != corners[:, 2], axis=1)]
+    if len(kept) == 0:
+        return b""
     # Draco quantisation over [0, 2**16 - 1] with 16 bits has a step of exactly 1: the integers stay as they are
-    return DracoPy.encode(quantized, mesh.faces.astype(np.uint32), quantization_bits=QUANTIZATION_BITS,
+    return DracoPy.encode(quantized, kept, quantization_bits=QUANTIZATION_BITS,
                           quantization_range=float(_QUANT_MAX), quantization_origin=(0.0, 0.0, 0.0),
                           compression_level=7)
 
