@@ -30,8 +30,9 @@ def build_graph(store: Store, labels_zyx: np.ndarray, resolution_nm: Sequence[fl
     graph = region_graph(labels_zyx, resolution_nm, image, offset_nm)
     dataset_id = store.dataset_id
     ids = graph.ids
-    piece = _initial_pieces(ids, graph.sv_a, graph.sv_b, agglomeration)
-    linked = piece[np.searchsorted(ids, graph.sv_a)] == piece[np.searchsorted(ids, graph.sv_b)]
+    a, b = _positions(ids, graph.sv_a), _positions(ids, graph.sv_b)
+    piece = _initial_pieces(ids, a, b, agglomeration)
+    linked = piece[a] == piece[b]
     with write_session(store.engine, dataset_id) as session:
         if session.scalar(select(Supervoxel.id).where(Supervoxel.dataset_id == dataset_id).limit(1)) is not None:
             raise RefusedError(f"dataset {store.dataset!r} already has a supervoxel graph")
@@ -62,13 +63,19 @@ def build_graph(store: Store, labels_zyx: np.ndarray, resolution_nm: Sequence[fl
     return {"supervoxels": len(ids), "adjacencies": len(graph.sv_a), "neurons": int(piece.max()) + 1 if len(ids) else 0}
 
 
-def _initial_pieces(ids: np.ndarray, sv_a: np.ndarray, sv_b: np.ndarray,
+def _positions(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Where each of `values` stands in `ids` (the region graph's order, not sorted)."""
+    order = np.argsort(ids, kind="stable")
+    return order[np.searchsorted(ids[order], values)]
+
+
+def _initial_pieces(ids: np.ndarray, a: np.ndarray, b: np.ndarray,
                     agglomeration: Mapping[int, int] | None) -> np.ndarray:
-    """The neuron (0..k-1) of each supervoxel at edit 0: its own, or its group's connected piece."""
+    """The neuron (0..k-1) of each supervoxel at edit 0: its own, or its group's connected piece
+    (`a`, `b`: the adjacencies as positions in `ids`)."""
     if agglomeration is None:
         return np.arange(len(ids))
     group = np.asarray([agglomeration.get(int(i), -1 - n) for n, i in enumerate(ids.tolist())], dtype=np.int64)
-    a, b = np.searchsorted(ids, sv_a), np.searchsorted(ids, sv_b)
     same = group[a] == group[b]
     return component_labels(len(ids), a[same], b[same])
 

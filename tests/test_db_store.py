@@ -124,7 +124,7 @@ def test_region_graph_matches_a_voxel_by_voxel_count():
         assert centroid == pytest.approx((where.mean(axis=0) + 0.5) * resolution)
 
 
-def test_build_graph_on_fib25_and_agglomerate_to_ground_truth(store, fib25_h5):
+def test_build_graph_on_fib25_and_agglomerate_to_ground_truth(store, fib25_h5, tmp_path):
     """Real data: merging the FlyEM oversegmentation along its ground truth gives one root per body."""
     import h5py
 
@@ -154,6 +154,16 @@ def test_build_graph_on_fib25_and_agglomerate_to_ground_truth(store, fib25_h5):
     for svs in members.values():
         assert len({roots[sv] for sv in svs}) == 1
     assert sorted(map(sorted, S.equivalence_groups(store))) == sorted(sorted(s) for s in members.values() if len(s) > 1)
+
+    # The same bodies given to the graph build as an agglomeration: one root per connected piece of each body
+    # (a body's supervoxels that do not touch inside this crop were joined above by merges of untouching pairs).
+    with S.open_store(f"sqlite:///{tmp_path}/agglomerated.db") as agglomerated:
+        counts = S.build_graph(agglomerated, supervoxels, (10, 10, 10), image=boundary, agglomeration=body_of)
+        pieces = S.equivalence_groups(agglomerated)
+        assert counts["neurons"] >= len(members)
+        body_groups = {frozenset(svs) for svs in members.values()}
+        assert all(any(set(piece) <= group for group in body_groups) for piece in pieces)
+        assert sum(len(piece) for piece in pieces) >= 0.9 * sum(len(s) for s in members.values() if len(s) > 1)
 
 
 def test_merge_split_undo_redo_keep_untouched_roots(chain):

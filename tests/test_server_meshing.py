@@ -248,3 +248,18 @@ def test_byte_ranges_the_data_route_answers():
     assert parse_byte_range("bytes=990-2000", 1000) == (990, 1000)
     for refused in ("bytes=1000-1010", "bytes=-", "bytes=5-1", "items=0-1", "bytes=0-1,5-6"):
         assert parse_byte_range(refused, 1000) is None, refused
+
+
+def test_a_node_keeps_only_triangles_that_survive_quantisation():
+    """A sliver cut off at a node's border can collapse to a line once positions are integers; Draco refuses a mesh
+    of such triangles, so they are dropped, and a node left with none is empty."""
+    import zmesh
+
+    from volumes.multilod_mesh import _encode_node
+
+    node_nm = np.array([320.0, 320.0, 320.0])
+    vertices = np.array([[0, 0, 0], [320, 0, 0], [0, 320, 0], [5, 5, 5], [5, 5, 5.000001], [5.000001, 5, 5]], np.float32)
+    faces = np.array([[0, 1, 2], [3, 4, 5]], np.uint32)
+    decoded = DracoPy.decode(_encode_node(zmesh.Mesh(vertices, faces, None), np.zeros(3), node_nm, False))
+    assert len(decoded.faces) == 1 and decoded.points.max() == 65535
+    assert _encode_node(zmesh.Mesh(vertices, faces[1:], None), np.zeros(3), node_nm, False) == b""
