@@ -367,11 +367,16 @@ def _top_partners(synapses, root: int) -> list[str]:
 
 
 def _replaced(segments: list[int], replacements: dict[int, list[int]]) -> list[int]:
-    """Selected segment ids with each retired neuron replaced by its successors (viewer ids, no repeats)."""
+    """Selected segment ids with each neuron a split retired replaced by all its pieces (viewer ids, no repeats).
+
+    A neuron with one successor (a merge) is left alone: the graph protocol renames it in the
+    client, and a state pushed for it would make the client ask again for every neuron it shows.
+    """
     wanted: list[int] = []
     for segment in segments:
         root = root_of_segment(segment)
-        for kept in ([viewer_segment_id(r) for r in replacements[root]] if root in replacements else [segment]):
+        pieces = replacements.get(root, [])
+        for kept in ([viewer_segment_id(r) for r in pieces] if len(pieces) > 1 else [segment]):
             if kept not in wanted:
                 wanted.append(kept)
     return wanted
