@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections import Counter
 from typing import Callable
 
 import neuroglancer
@@ -367,16 +368,22 @@ def _top_partners(synapses, root: int) -> list[str]:
 
 
 def _replaced(segments: list[int], replacements: dict[int, list[int]]) -> list[int]:
-    """Selected segment ids with each neuron a split retired replaced by all its pieces (viewer ids, no repeats).
+    """Selected segment ids with retired neurons replaced by what holds their supervoxels now (viewer ids, no repeats).
 
-    A neuron with one successor (a merge) is left alone: the graph protocol renames it in the
-    client, and a state pushed for it would make the client ask again for every neuron it shows.
+    A neuron whose one successor no other selected segment leads to (a merge with a neuron not on
+    screen) is left alone: the graph protocol renames it in the client, and a state pushed for it
+    would make the client ask again for every neuron it shows. A split's pieces, and neurons that
+    became one (a merge of two selected, an undo of a split), are replaced here.
     """
+    single = Counter(replacements[root][0] for root in map(root_of_segment, segments)
+                     if len(replacements.get(root, [])) == 1)
     wanted: list[int] = []
     for segment in segments:
         root = root_of_segment(segment)
         pieces = replacements.get(root, [])
-        for kept in ([viewer_segment_id(r) for r in pieces] if len(pieces) > 1 else [segment]):
+        renamed_by_client = (len(pieces) == 1 and single[pieces[0]] == 1
+                             and viewer_segment_id(pieces[0]) not in segments)
+        for kept in ([segment] if not pieces or renamed_by_client else [viewer_segment_id(r) for r in pieces]):
             if kept not in wanted:
                 wanted.append(kept)
     return wanted

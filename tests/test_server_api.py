@@ -616,3 +616,16 @@ def test_schemathesis_finds_no_server_error(served, tmp_path):
     tail = result.stdout[-3000:] + result.stderr[-2000:]
     assert result.returncode == 0, tail
     assert "Server error" not in result.stdout and "generated" in result.stdout, tail
+
+
+def test_which_retired_neurons_a_viewer_state_push_replaces():
+    """Only what the client cannot do itself: a merge with a neuron not on screen is renamed by the graph protocol
+    (no push); a split's pieces are all selected; neurons that became one are selected once."""
+    from server.neuron_graph import viewer_segment_id as v
+    from server.viewers import _replaced
+
+    assert _replaced([v(1), v(2)], {1: [10]}) == [v(1), v(2)]  # merged with something unseen: the client renames it
+    assert _replaced([v(1), v(2)], {1: [10, 11]}) == [v(10), v(11), v(2)]  # split: both pieces stay on screen
+    assert _replaced([v(1), v(2), v(3)], {1: [10], 2: [10]}) == [v(10), v(3)]  # two shown neurons merged
+    assert _replaced([v(1), v(10)], {1: [10]}) == [v(10)]  # merged into one already shown
+    assert _replaced([5, v(2)], {2: [20, 21]}) == [5, v(20), v(21)]  # a selected supervoxel id is kept as it is
