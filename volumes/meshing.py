@@ -31,6 +31,7 @@ import json
 import math
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -223,11 +224,11 @@ def _write_multires(partial_dir: Path, mesh_dir: Path, grid: MeshGrid, progress:
     shards_dir = partial_dir / "shards"
     shards_dir.mkdir(exist_ok=True)
     bar = tqdm(total=len(ids), unit="supervoxel", desc="levels of detail", disable=not progress, dynamic_ncols=True)
-    for shard in sorted(set(shard_of.values())):
+    members = Counter(shard_of.values())
+    for shard in sorted(members):
         target = shards_dir / f"{shard}.shard"
-        members = sum(1 for s in shard_of.values() if s == shard)
         if target.exists():
-            bar.update(members)
+            bar.update(members[shard])
             continue
         data, manifest_sizes = {}, {}
         for segment_id, mesh in _joined_meshes(spill_dir / f"{shard}.spill"):
@@ -261,7 +262,7 @@ def _spill_by_shard(partial_dir: Path, chunk_files: list[Path], shard_of: dict[i
         for shard, pieces in by_shard.items():
             with open(spill_dir / f"{shard}.spill", "ab") as spill:
                 for segment_id, vertices, faces in pieces:
-                    np.save(spill, np.asarray([segment_id, len(vertices), len(faces)], dtype=np.uint64))
+                    np.save(spill, np.asarray([segment_id], dtype=np.uint64))
                     np.save(spill, vertices)
                     np.save(spill, faces)
     (spill_dir / "done").touch()
@@ -275,9 +276,8 @@ def _joined_meshes(spill_path: Path):
         end = spill_path.stat().st_size
         with open(spill_path, "rb") as spill:
             while spill.tell() < end:
-                header = np.load(spill)
-                vertices, faces = np.load(spill), np.load(spill)
-                pieces.setdefault(int(header[0]), []).append(zmesh.Mesh(vertices, faces, None))
+                (segment_id,), vertices, faces = np.load(spill), np.load(spill), np.load(spill)
+                pieces.setdefault(int(segment_id), []).append(zmesh.Mesh(vertices, faces, None))
     for segment_id in sorted(pieces):
         parts = pieces.pop(segment_id)
         mesh = zmesh.Mesh.concatenate(*parts) if len(parts) > 1 else parts[0]

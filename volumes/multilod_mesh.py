@@ -47,12 +47,10 @@ class MeshGrid:
 
 @dataclass
 class EncodedMesh:
-    """The bytes Neuroglancer reads for one supervoxel, and what they hold."""
+    """The bytes Neuroglancer reads for one supervoxel: its nodes' meshes, then the manifest describing them."""
 
     fragments: bytes
     manifest: bytes
-    triangles_per_lod: list[int]
-    fragments_per_lod: list[int]
 
 
 def levels_of_detail(mesh: zmesh.Mesh, grid: MeshGrid) -> list[zmesh.Mesh]:
@@ -85,16 +83,13 @@ def encode_multilod(mesh: zmesh.Mesh, grid: MeshGrid) -> EncodedMesh:
     origin_nm = np.asarray(grid.origin_nm, dtype=np.float64)
     lods = levels_of_detail(mesh, grid)
     nodes_per_lod: list[dict[tuple[int, int, int], bytes]] = []
-    triangles: list[int] = []
     for lod, lod_mesh in enumerate(lods):
         nodes = _octree_nodes(lod_mesh, lod, origin_nm, cell_nm)
         if nodes_per_lod:  # every finer node needs its parent here, even an empty one
             for child in nodes_per_lod[-1]:
                 nodes.setdefault(tuple(c >> 1 for c in child), b"")
         nodes_per_lod.append(nodes)
-        triangles.append(int(len(lod_mesh.faces)))
-    fragments, manifest = _pack(nodes_per_lod, origin_nm, cell_nm, grid.resolution_nm)
-    return EncodedMesh(fragments, manifest, triangles, [len(n) for n in nodes_per_lod])
+    return EncodedMesh(*_pack(nodes_per_lod, origin_nm, cell_nm, grid.resolution_nm))
 
 
 def _octree_nodes(mesh: zmesh.Mesh, lod: int, origin_nm: np.ndarray, cell_nm: np.ndarray) -> dict[tuple[int, int, int], bytes]:
